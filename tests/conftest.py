@@ -1,0 +1,57 @@
+"""Session fixtures shared by every test module: real data, real checkpoints, real packages."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EMOTION_DIR = Path(os.environ.get("EMOTION_DATA", REPO.parent / "shared" / "data" / "emotion"))
+DEFAULT_PACKAGE = REPO / "models" / "emotion"
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for line in f:
+            rows.append(json.loads(line))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+@pytest.fixture(scope="session")
+def emotion_dir() -> Path:
+    if not (EMOTION_DIR / "train.jsonl").is_file():
+        pytest.fail(f"emotion data not found at {EMOTION_DIR} (set EMOTION_DATA)")
+    return EMOTION_DIR
+
+
+@pytest.fixture(scope="session")
+def emotion_test_rows(emotion_dir) -> list[dict]:
+    return read_jsonl(emotion_dir / "test.jsonl")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, emotion_dir) -> Path:
+    """A small untrained encoder with a WordPiece vocabulary learned on the emotion training texts.
+
+    Its scores are arbitrary but deterministic: enough for export, packaging and service mechanics.
+    """
+    import torch
+
+    from encoder_serve.model.checkpoint import save_checkpoint
+    from encoder_serve.model.encoder import EncoderClassifier, EncoderConfig
+    from encoder_serve.tokenization import train_wordpiece
+
+    rows = read_jsonl(emotion_dir / "train.jsonl", limit=4000)
+    labels = sorted({r["label"] for r in rows})
+    tokenizer = train_wordpiece((r["text"] for r in rows), vocab_size=2000)
+    torch.manual_seed(0)
+    config = EncoderConfig(vocab_size=tokenizer.get_vocab_size(), max_length=64, d_model=64, n_layers=2,
+                           n_heads=4, d_ff=128, labels=labels)
+    model = EncoderClassifier(config).eval()
+    return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("tiny_checkpoint"))
