@@ -1,0 +1,86 @@
+"""The limit: what ONNX Runtime does with the package in-process, with no HTTP, queue or event loop.
+
+Texts are tokenized and padded with the package's tokenizer (`encoder_serve.tokenization.encode`, as the
+service does) and run through one InferenceSession with the thread count the service gets. For every
+batch size we time tokenization + inference over consecutive batches of the shuffled test texts; the
+limit is the best batch size's throughput, and single-text latency is the median of batch size 1.
+
+Run pinned to the server's cores, as a subprocess of benchmarks.run:
+    taskset -c 0 python -m benchmarks.inprocess --package models/emotion --precision fp32 --threads 1
+It prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import onnxruntime as ort
+
+from benchmarks.workload import DEFAULT_DATA, load_texts
+from encoder_serve.package import load_package
+from encoder_serve.tokenization import encode, load_tokenizer
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def make_session(model_path: str, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+
+
+def time_batch_size(session, tokenizer, texts: list[str], batch_size: int, seconds: float) -> dict:
+    """Tokenize + infer consecutive batches for about `seconds`; per-batch wall times in ms."""
+    batches = [texts[i: i + batch_size] for i in range(0, len(texts) - batch_size + 1, batch_size)]
+
+    def batch(i: int) -> list[str]:
+        return batches[i % len(batches)]
+
+    for i in range(3):  # warm-up: first runs allocate and pick kernels
+        ids, mask = encode(tokenizer, batch(i))
+        session.run(None, {"input_ids": ids, "attention_mask": mask})
+    times, n, begin = [], 0, time.perf_counter()
+    while time.perf_counter() - begin < seconds or n < 5:
+        t0 = time.perf_counter()
+        ids, mask = encode(tokenizer, batch(n))
+        session.run(None, {"input_ids": ids, "attention_mask": mask})
+        times.append((time.perf_counter() - t0) * 1000)
+        n += 1
+    return {"batch_size": batch_size, "batches": n, "texts_per_s": n * batch_size / (sum(times) / 1000),
+            "p50_ms": statistics.median(times)}
+
+
+def measure(package_dir: str, precision: str, threads: int, seconds: float, data=DEFAULT_DATA,
+            batch_sizes=BATCH_SIZES) -> dict:
+    package = load_package(package_dir)
+    session = make_session(str(package.model_path(precision)), threads)
+    tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
+    texts = load_texts(data)
+    sweep = [time_batch_size(session, tokenizer, texts, b, seconds) for b in batch_sizes]
+    best = max(sweep, key=lambda r: r["texts_per_s"])
+    single = next(r for r in sweep if r["batch_size"] == 1)
+    return {"precision": precision, "threads": threads, "sweep": sweep, "best_batch_size": best["batch_size"],
+            "texts_per_s": best["texts_per_s"], "single_text_p50_ms": single["p50_ms"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--package", required=True)
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per batch size")
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
+    args = parser.parse_args()
+    sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    print(json.dumps(measure(args.package, args.precision, args.threads, args.seconds, args.data, sizes)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""What ran where: machine description, the core split between server and client, CPU accounting.
+
+On a small machine the load generator competes with the server for cores. We pin them apart (the client
+gets the last core, the server the rest) so the client never steals the server's cycles, and measure the
+limit and the naive baseline on the very same server cores with the same thread count.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CoreSplit:
+    server: tuple[int, ...]
+    client: tuple[int, ...]
+
+    @property
+    def threads(self) -> int:
+        """Compute threads a server gets: one per server core."""
+        return len(self.server)
+
+    @staticmethod
+    def parse(spec: str) -> tuple[int, ...]:
+        """'0-2,5' -> (0, 1, 2, 5)"""
+        cpus: list[int] = []
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+        return tuple(cpus)
+
+    @classmethod
+    def default(cls) -> "CoreSplit":
+        cpus = tuple(sorted(os.sched_getaffinity(0)))
+        if len(cpus) < 2:
+            return cls(server=cpus, client=cpus)
+        return cls(server=cpus[:-1], client=cpus[-1:])
+
+    @property
+    def shared(self) -> bool:
+        return bool(set(self.server) & set(self.client))
+
+
+def taskset(cpus: tuple[int, ...], argv: list[str]) -> list[str]:
+    return ["taskset", "-c", ",".join(map(str, cpus)), *argv]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def describe(split: CoreSplit) -> dict:
+    """The facts a reader needs to judge the numbers: CPU, cores, split, load, versions, commit."""
+    def run(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+
+    import onnxruntime
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+        "server_cpus": list(split.server),
+        "client_cpus": list(split.client),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "wrk": run("wrk", "--version").splitlines()[0] if run("which", "wrk") != "unknown" else "missing",
+        "git_commit": run("git", "rev-parse", "--short", "HEAD"),
+    }
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and all its descendants (uvicorn workers included), from /proc."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # the command name may contain spaces
+        ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
+        children.setdefault(ppid, []).append(int(entry.name))
+        times[int(entry.name)] = (utime + stime) / CLOCK_TICKS
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        total += times.get(p, 0.0)
+        stack.extend(children.get(p, []))
+    return total

@@ -1,0 +1,32 @@
+"""The workload every contender gets: emotion test-split texts, shuffled with a fixed seed.
+
+The same list in the same order feeds the in-process limit and the HTTP load generator, so padding
+(batches padded to their longest text) costs the same everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("EMOTION_DATA", REPO.parent / "shared" / "data" / "emotion"))
+
+
+def load_texts(data_dir: str | Path = DEFAULT_DATA, seed: int = 0) -> list[str]:
+    path = Path(data_dir) / "test.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"emotion test split not found: {path} (pass --data or set EMOTION_DATA)")
+    with open(path) as f:
+        texts = [json.loads(line)["text"] for line in f if line.strip()]
+    random.Random(seed).shuffle(texts)
+    return texts
+
+
+def write_bodies(texts: list[str], path: str | Path) -> Path:
+    """One request body per line, one text per request: what wrk_rotate.lua sends."""
+    path = Path(path)
+    path.write_text("".join(json.dumps({"inputs": t}) + "\n" for t in texts))
+    return path
