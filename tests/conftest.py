@@ -55,3 +55,24 @@ def tiny_checkpoint(tmp_path_factory, emotion_dir) -> Path:
                            n_heads=4, d_ff=128, labels=labels)
     model = EncoderClassifier(config).eval()
     return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("tiny_checkpoint"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory, emotion_dir) -> Path:
+    """The first 300 texts of each emotion split: enough to gate and score INT8, fast to evaluate."""
+    out = tmp_path_factory.mktemp("tiny_data")
+    for split in ("train", "validation", "test"):
+        rows = read_jsonl(emotion_dir / f"{split}.jsonl", limit=300)
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory, tiny_checkpoint, tiny_data_dir) -> Path:
+    """`tiny_checkpoint` exported by the real pipeline: verified fp32 graph, gated INT8, manifest."""
+    from encoder_serve.export.build import build_package
+
+    path = tmp_path_factory.mktemp("tiny_package") / "emotion-tiny"
+    build_package(tiny_checkpoint, path, name="emotion-tiny", version="0.0.1", data_dir=tiny_data_dir,
+                  calibration_size=128)
+    return path

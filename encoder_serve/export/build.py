@@ -1,0 +1,213 @@
+"""The export pipeline: checkpoint -> verified ONNX -> fused fp32 graph -> gated INT8 -> model package.
+
+    build_package(checkpoint_dir, package_dir, name=..., version=..., data_dir=...)
+
+Every graph is verified before it is written; a failed step raises and leaves no package behind (the
+package is assembled in a staging directory and moved into place at the end). With `data_dir` (a directory
+holding validation and test splits, and train for INT8 calibration) the package also carries accuracy and
+macro-F1 per precision and an INT8 graph when one passed its gate; without it, verification runs on
+synthetic texts and INT8 is not built, because nothing could gate it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from encoder_serve.export import onnx_export, optimize, quantize, runtime, verify
+from encoder_serve.model.checkpoint import load_checkpoint
+from encoder_serve.model.data import find_split, read_file
+from encoder_serve.model.metrics import classification_report
+from encoder_serve.package import MANIFEST, ModelPackage, load_package, sha256_file, write_manifest
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = ("encoder-serve", "torch", "onnx", "onnxruntime", "tokenizers", "numpy")
+GATE_BATCH_SIZE = 32  # the gate and the metrics score texts in batches, as the service does
+
+
+@dataclass
+class Labelled:
+    texts: list[str]
+    labels: np.ndarray  # label ids in the model's logit order
+
+
+@dataclass
+class EvalData:
+    validation: Labelled
+    test: Labelled | None
+    calibration: list[str]  # training texts for static INT8 scales
+
+
+def load_eval_data(data_dir: str | Path, labels: list[str], calibration_size: int, seed: int = 0) -> EvalData:
+    """validation (required), test and train (optional) splits of `data_dir`, labels mapped to logit ids."""
+    data_dir = Path(data_dir)
+    index = {label: i for i, label in enumerate(labels)}
+
+    def labelled(split: str, required: bool) -> Labelled | None:
+        path = find_split(data_dir, split)
+        if path is None:
+            if required:
+                raise FileNotFoundError(f"{data_dir}: no {split}.jsonl or {split}.csv")
+            return None
+        rows = read_file(path)
+        unknown = sorted(set(rows.labels) - set(index))
+        if unknown:
+            raise ValueError(f"{path}: labels {unknown} are not the model's labels {labels}")
+        return Labelled(rows.texts, np.array([index[label] for label in rows.labels]))
+
+    train_path = find_split(data_dir, "train")
+    calibration = read_file(train_path).texts if train_path else []
+    calibration = random.Random(seed).sample(calibration, min(calibration_size, len(calibration)))
+    return EvalData(labelled("validation", True), labelled("test", False), calibration)
+
+
+def evaluate(sess, tokenizer: Tokenizer, data: EvalData, labels: list[str]) -> dict:
+    """{"validation": {accuracy, macro_f1}, "test": {...}} for one ONNX session."""
+    out = {}
+    for split, part in (("validation", data.validation), ("test", data.test)):
+        if part is not None:
+            predicted = runtime.logits(sess, tokenizer, part.texts, GATE_BATCH_SIZE).argmax(-1)
+            report = classification_report(part.labels, predicted, labels)
+            out[split] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "texts": len(part.texts)}
+    return out
+
+
+def build_int8(fp32_path: Path, work: Path, tokenizer: Tokenizer, data: EvalData, labels: list[str],
+               probe: list[str], threads: int) -> tuple[Path | None, dict, dict]:
+    """Build, gate and measure every INT8 mode; returns (chosen graph or None, manifest entry, its metrics).
+
+    Preference: a graph that passed the gate and is batch-invariant (static, normally); else one that
+    passed the gate but is not (dynamic), marked batch_invariant=false so the service will not batch it.
+    """
+    fp32_validation = runtime.logits(runtime.session(fp32_path, threads), tokenizer, data.validation.texts,
+                                     GATE_BATCH_SIZE)
+    candidates, paths, metrics = {}, {}, {}
+    for mode in quantize.MODES:
+        path = work / f"model.int8.{mode}.onnx"
+        if mode == "static":
+            quantize.quantize_static_int8(fp32_path, path, tokenizer, data.calibration)
+        else:
+            quantize.quantize_dynamic_int8(fp32_path, path)
+        sess = runtime.session(path, threads)
+        result = quantize.gate(fp32_validation, runtime.logits(sess, tokenizer, data.validation.texts,
+                                                               GATE_BATCH_SIZE), data.validation.labels)
+        dependence = verify.batch_dependence(sess, tokenizer, probe[:verify.BATCH_SIZES[-1]], scores=True)
+        result["batch_dependence"] = dependence
+        result["batch_invariant"] = dependence <= quantize.BATCH_INVARIANCE_TOLERANCE
+        result["size_bytes"] = path.stat().st_size
+        candidates[mode], paths[mode] = result, path
+        if result["passed"]:
+            metrics[mode] = evaluate(sess, tokenizer, data, labels)
+        log.info("int8 %s: %s, agreement %.4f, drop %.2f points, batch dependence %.2g", mode,
+                 result["reason"], result["top1_agreement"], result["accuracy_drop_points"], dependence)
+
+    passed = [m for m in quantize.MODES if candidates[m]["passed"]]
+    chosen = next((m for m in passed if candidates[m]["batch_invariant"]), passed[0] if passed else None)
+    if chosen is None:
+        entry = {"file": None, "servable": False, "mode": None, "batch_invariant": None,
+                 "reason": "; ".join(f"{m}: {candidates[m]['reason']}" for m in quantize.MODES)}
+        return None, {**entry, "candidates": candidates}, {}
+    c = candidates[chosen]
+    reason = (f"{chosen} INT8 passed the gate (agreement {100 * c['top1_agreement']:.2f}%, "
+              f"drop {c['accuracy_drop_points']:.2f} points)")
+    if not c["batch_invariant"]:
+        reason += f"; its scores depend on batch neighbours (max {c['batch_dependence']:.2g}): do not batch it"
+    entry = {"file": "model.int8.onnx", "servable": True, "reason": reason, "mode": chosen,
+             "batch_invariant": c["batch_invariant"], "batch_dependence": c["batch_dependence"],
+             "gate": {k: c[k] for k in ("texts", "top1_agreement", "accuracy_fp32", "accuracy_int8",
+                                        "accuracy_drop_points", "min_top1_agreement", "max_accuracy_drop_points")},
+             "candidates": candidates}
+    return paths[chosen], entry, metrics[chosen]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def install(staging: Path, package_dir: Path) -> None:
+    """Move the finished package into place, replacing an older package but never an unrelated directory."""
+    if package_dir.exists():
+        if any(package_dir.iterdir()) and not (package_dir / MANIFEST).is_file():
+            raise FileExistsError(f"{package_dir} exists and is not a model package; not overwriting it")
+        shutil.rmtree(package_dir)
+    staging.rename(package_dir)
+
+
+def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: str, version: str,
+                  data_dir: str | Path | None = None, int8: bool = True, calibration_size: int = 512,
+                  threads: int = 1) -> ModelPackage:
+    """Export, verify, optimize, quantize and gate `checkpoint_dir` into the model package `package_dir`."""
+    checkpoint_dir, package_dir = Path(checkpoint_dir), Path(package_dir)
+    model, tokenizer, _ = load_checkpoint(checkpoint_dir)
+    config = model.config
+    data = load_eval_data(data_dir, config.labels, calibration_size) if data_dir else None
+    probe = (verify.probe_texts(data.validation.texts) if data
+             else verify.synthetic_texts(tokenizer, config.max_length))
+
+    package_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=package_dir.parent, prefix=f".{package_dir.name}.") as tmp:
+        work, staging = Path(tmp) / "work", Path(tmp) / "package"
+        work.mkdir(), staging.mkdir()
+        exported = onnx_export.export_onnx(model, work / "exported.onnx")
+        exported_checks = verify.verify_fp32(model, exported, tokenizer, probe, threads)
+        fp32_path = staging / "model.onnx"
+        fusions = optimize.optimize_onnx(exported, fp32_path, config)
+        optimized_checks = verify.verify_fp32(model, fp32_path, tokenizer, probe, threads)
+        log.info("exported and verified; fusions %s, max |Δlogits| vs PyTorch %.2g", fusions,
+                 optimized_checks["max_abs_logit_diff_vs_pytorch"])
+
+        precisions = {"fp32": {"file": "model.onnx", "servable": True, "batch_invariant": True,
+                               "reason": "verified against PyTorch"}}
+        metrics = {}
+        if data is not None:
+            metrics["fp32"] = evaluate(runtime.session(fp32_path, threads), tokenizer, data, config.labels)
+        if not int8:
+            precisions["int8"] = {"file": None, "servable": False, "reason": "INT8 not built (int8=False)"}
+        elif data is None:
+            precisions["int8"] = {"file": None, "servable": False,
+                                  "reason": "INT8 not built: no labelled validation data to gate it"}
+        else:
+            chosen, precisions["int8"], int8_metrics = build_int8(fp32_path, work, tokenizer, data,
+                                                                  config.labels, probe, threads)
+            if chosen is not None:
+                shutil.copyfile(chosen, staging / "model.int8.onnx")
+                metrics["int8"] = int8_metrics
+        shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
+
+        write_manifest(staging, {
+            "name": name,
+            "version": version,
+            "labels": config.labels,
+            "max_length": config.max_length,
+            "encoder": config.to_dict(),
+            "precisions": precisions,
+            "metrics": metrics,
+            "source": {"checkpoint": str(checkpoint_dir.resolve()),
+                       "weights_sha256": sha256_file(checkpoint_dir / "model.safetensors"),
+                       "data": str(Path(data_dir).resolve()) if data_dir else None},
+            "export": {"opset": onnx_export.OPSET, "exporter": onnx_export.EXPORTER,
+                       "optimizer": {"model_type": "bert", "opt_level": optimize.OPT_LEVEL,
+                                     "attention_mask": "raw 0/1 mask (any padding side)"},
+                       "fusions": fusions,
+                       "verification": {"exported": exported_checks, "optimized": optimized_checks}},
+            "libraries": library_versions(),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        install(staging, package_dir)
+    return load_package(package_dir)
