@@ -1,0 +1,129 @@
+"""Slow and broken clients: they must neither block other clients nor be computed for nothing.
+
+- A client that disconnects while its texts wait in the queue: its texts are dropped before compute
+  (dropped_total{reason="client_gone"}), and the model computes exactly the texts of the clients that stayed.
+- Clients that trickle their body a byte at a time (slowloris) or hold many idle connections open: other
+  clients are served as usual meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+
+from .conftest import start
+from .http1 import Connection, build_request
+from .loadgen import run
+from .probe import record, sample, scrape
+
+FLOOD_REQUESTS, FLOOD_TEXTS, VICTIMS = 40, 64, 20
+
+
+@pytest.fixture(scope="module")
+def backlogged_server(model_dir, tmp_path_factory):
+    """One text per model call and a long deadline: a flood of requests builds a backlog of many seconds."""
+    live = start(model_dir, tmp_path_factory.mktemp("backlogged"), MAX_BATCH_SIZE="1",
+                 MAX_INPUTS_PER_REQUEST=str(FLOOD_TEXTS), MAX_QUEUE_SIZE="100000", REQUEST_TIMEOUT_S="300")
+    yield live
+    live.stop()
+
+
+def test_disconnected_clients_are_dropped_before_compute(backlogged_server, texts):
+    url = backlogged_server.url
+    host, port = "127.0.0.1", backlogged_server.port
+    flood = [build_request("POST", "/v1/classify", json.dumps({"inputs": texts[i * FLOOD_TEXTS:(i + 1) * FLOOD_TEXTS]})
+                           .encode()) for i in range(FLOOD_REQUESTS)]
+    victim = build_request("POST", "/v1/classify", json.dumps({"inputs": [texts[-1]]}).encode())
+    before = scrape(url)
+
+    async def scenario():
+        conns = [await Connection.open(host, port) for _ in flood]
+        pending = [asyncio.create_task(c.send(r, timeout=300)) for c, r in zip(conns, flood)]
+        queued = 0.0
+        for _ in range(600):  # wait (at most ~60 s) until the backlog is long enough to hide the victims
+            queued = sample(await asyncio.to_thread(scrape, url), "encoder_serve_queue_depth")
+            if queued >= FLOOD_REQUESTS * FLOOD_TEXTS / 2:
+                break
+            await asyncio.sleep(0.1)
+        for _ in range(VICTIMS):  # send a request, then hang up without waiting for the answer
+            conn = await Connection.open(host, port)
+            conn.writer.write(victim)
+            await conn.writer.drain()
+            conn.close()
+        queued_after_victims = sample(await asyncio.to_thread(scrape, url), "encoder_serve_queue_depth")
+        return await asyncio.gather(*pending), queued, queued_after_victims
+
+    outcomes, queued, queued_after_victims = run(scenario())
+    after = scrape(url)
+
+    assert queued_after_victims > VICTIMS, "the backlog drained before the victims left: nothing was proved"
+    assert [o.status for o in outcomes] == [200] * FLOOD_REQUESTS
+    dropped = sample(after, "encoder_serve_dropped_total", reason="client_gone") \
+        - sample(before, "encoder_serve_dropped_total", reason="client_gone")
+    computed = sample(after, "encoder_serve_batch_size_sum") - sample(before, "encoder_serve_batch_size_sum")
+    record("disconnects", {"flood_texts": FLOOD_REQUESTS * FLOOD_TEXTS, "queue_depth_when_victims_sent": queued,
+                           "victims": VICTIMS, "victim_texts_dropped": dropped, "texts_computed": computed})
+    assert dropped == VICTIMS
+    assert computed == FLOOD_REQUESTS * FLOOD_TEXTS
+
+
+async def trickle(host: str, port: int, stop: asyncio.Event, head_only: bool) -> None:
+    """A slowloris client: a request whose headers (or body) arrive one byte every 100 ms, for ever."""
+    raw = build_request("POST", "/v1/classify", json.dumps({"inputs": "slow " * 200}).encode())
+    _reader, writer = await asyncio.open_connection(host, port)
+    start_at = 0 if head_only else raw.index(b"\r\n\r\n") + 4
+    writer.write(raw[:start_at])
+    try:
+        for i in range(start_at, len(raw)):
+            if stop.is_set():
+                break
+            writer.write(raw[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+    except ConnectionError:
+        pass  # the server may hang up on a client this slow; that is allowed
+    finally:
+        writer.close()
+
+
+async def served_while(url: str, hogs, count: int) -> list[int]:
+    """Open the hogging connections, then send `count` ordinary requests; returns their statuses."""
+    stop = asyncio.Event()
+    hog_tasks = [asyncio.create_task(h(stop)) for h in hogs]
+    await asyncio.sleep(1.0)  # every hog is connected and holding its connection
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        statuses = [(await client.post("/v1/classify", json={"inputs": [f"ordinary request {i}"]})).status_code
+                    for i in range(count)]
+    stop.set()
+    await asyncio.gather(*hog_tasks, return_exceptions=True)
+    return statuses
+
+
+def test_slow_bodies_and_slow_headers_do_not_block_other_clients(server):
+    host, port = "127.0.0.1", server.port
+    hogs = [lambda stop, h=(i % 2 == 0): trickle(host, port, stop, head_only=h) for i in range(100)]
+    started = time.monotonic()
+    statuses = run(served_while(server.url, hogs, count=50))
+    record("slowloris", {"slow_connections": len(hogs), "ordinary_requests": len(statuses),
+                         "ordinary_ok": statuses.count(200), "seconds": round(time.monotonic() - started, 1)})
+    assert statuses == [200] * 50
+    assert httpx.get(server.url + "/readyz").status_code == 200
+
+
+def test_many_idle_connections_do_not_block_other_clients(server):
+    host, port = "127.0.0.1", server.port
+    idle = 1000
+
+    async def hold(stop: asyncio.Event) -> None:
+        _reader, writer = await asyncio.open_connection(host, port)
+        await stop.wait()
+        writer.close()
+
+    statuses = run(served_while(server.url, [hold] * idle, count=50))
+    record("idle_connections", {"idle_connections": idle, "ordinary_requests": len(statuses),
+                                "ordinary_ok": statuses.count(200)})
+    assert statuses == [200] * 50
