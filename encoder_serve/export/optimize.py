@@ -10,7 +10,6 @@ silently assumes right padding): scores are then correct for any padding layout 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from onnxruntime.transformers.fusion_options import FusionOptions
@@ -27,7 +26,6 @@ def optimize_onnx(src: str | Path, dst: str | Path, config: EncoderConfig) -> di
     """Fuse `src` into `dst`; returns the fused operators that occur, with their counts."""
     options = FusionOptions("bert")
     options.use_raw_attention_mask(True)
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
     model = optimize_model(str(src), model_type="bert", num_heads=config.n_heads, hidden_size=config.d_model,
                            optimization_options=options, opt_level=OPT_LEVEL, use_gpu=False)
     model.save_model_to_file(str(dst))

@@ -1,0 +1,92 @@
+"""The loader serves a package only when every listed file is there and unchanged, and says which is not."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from encoder_serve.package import MANIFEST, PackageError, load_package
+
+
+@pytest.fixture
+def package(tiny_package, tmp_path):
+    return shutil.copytree(tiny_package, tmp_path / "package")
+
+
+def edit_manifest(package, change):
+    manifest = json.loads((package / MANIFEST).read_text())
+    change(manifest)
+    (package / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_an_untouched_package_loads_and_knows_what_it_serves(package):
+    loaded = load_package(package)
+    assert loaded.model_path("fp32") == package / "model.onnx"
+    assert set(loaded.manifest["files"]) == {"model.onnx", "model.int8.onnx", "tokenizer.json"}
+
+
+def test_a_tampered_file_is_named_with_its_hash_mismatch(package):
+    data = bytearray((package / "model.int8.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    (package / "model.int8.onnx").write_bytes(bytes(data))
+    with pytest.raises(PackageError, match=r"model.int8.onnx: sha256 mismatch"):
+        load_package(package)
+
+
+def test_a_truncated_file_is_named(package):
+    data = (package / "model.onnx").read_bytes()
+    (package / "model.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(PackageError, match=r"model.onnx: sha256 mismatch .* modified or truncated"):
+        load_package(package)
+
+
+def test_a_missing_file_is_named(package):
+    (package / "tokenizer.json").unlink()
+    with pytest.raises(PackageError, match=r"tokenizer.json: missing \(listed in manifest.json\)"):
+        load_package(package)
+
+
+def test_a_directory_without_a_manifest_is_not_a_package(package):
+    (package / MANIFEST).unlink()
+    with pytest.raises(PackageError, match=r"manifest.json: missing \(not a model package\)"):
+        load_package(package)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda m: m.pop("labels"), r"missing keys \['labels'\]"),
+    (lambda m: m.update(format="something-else/9"), r"format 'something-else/9'"),
+    (lambda m: m.update(labels=["joy", "joy"]), r"labels must be a non-empty list of distinct names"),
+    (lambda m: m.update(max_length="64"), r"max_length must be an integer"),
+    (lambda m: m["files"].pop("model.onnx"), r"servable file 'model.onnx' is not in files"),
+])
+def test_a_bad_manifest_is_rejected_with_what_is_wrong(package, change, message):
+    edit_manifest(package, change)
+    with pytest.raises(PackageError, match=rf"manifest.json: {message}"):
+        load_package(package)
+
+
+def test_a_manifest_that_is_not_json_is_rejected(package):
+    (package / MANIFEST).write_text('{"name": "emotion",')
+    with pytest.raises(PackageError, match=r"manifest.json: not valid JSON"):
+        load_package(package)
+
+
+def test_a_precision_that_is_not_servable_says_why(package):
+    edit_manifest(package, lambda m: m["precisions"]["int8"].update(servable=False, reason="failed its gate"))
+    with pytest.raises(PackageError, match=r"precision 'int8' is not servable: failed its gate"):
+        load_package(package).model_path("int8")
+
+
+def test_the_manifest_describes_where_the_package_came_from(tiny_package, tiny_checkpoint):
+    manifest = load_package(tiny_package).manifest
+    assert manifest["source"]["checkpoint"] == str(tiny_checkpoint.resolve())
+    assert len(manifest["source"]["weights_sha256"]) == 64
+    assert manifest["encoder"]["labels"] == manifest["labels"]
+    assert manifest["export"]["opset"] >= 17
+    assert {"torch", "onnx", "onnxruntime", "tokenizers"} <= set(manifest["libraries"])
+    for precision in ("fp32", "int8"):
+        for split in ("validation", "test"):
+            scores = manifest["metrics"][precision][split]
+            assert 0 <= scores["accuracy"] <= 1 and 0 <= scores["macro_f1"] <= 1
