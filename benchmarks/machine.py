@@ -11,7 +11,7 @@ import os
 import platform
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -37,7 +37,7 @@ class CoreSplit:
         return tuple(cpus)
 
     @classmethod
-    def default(cls) -> "CoreSplit":
+    def default(cls) -> CoreSplit:
         cpus = tuple(sorted(os.sched_getaffinity(0)))
         if len(cpus) < 2:
             return cls(server=cpus, client=cpus)
@@ -61,15 +61,16 @@ def cpu_model() -> str:
 
 def describe(split: CoreSplit) -> dict:
     """The facts a reader needs to judge the numbers: CPU, cores, split, load, versions, commit."""
-    def run(*argv: str) -> str:
+    def first_line(*argv: str) -> str:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        except OSError:
+            return "missing"
+        return (done.stdout.strip() or done.stderr.strip() or "unknown").splitlines()[0]
 
     import onnxruntime
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
         "server_cpus": list(split.server),
@@ -78,8 +79,8 @@ def describe(split: CoreSplit) -> dict:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
-        "wrk": run("wrk", "--version").splitlines()[0] if run("which", "wrk") != "unknown" else "missing",
-        "git_commit": run("git", "rev-parse", "--short", "HEAD"),
+        "wrk": first_line("wrk", "--version").split(" Copyright")[0],
+        "git_commit": first_line("git", "rev-parse", "--short", "HEAD"),
     }
 
 

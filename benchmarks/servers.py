@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -44,7 +45,7 @@ class RunningServer:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **contender.env}
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 (the server writes to it until stop())
         self.process = subprocess.Popen(taskset(cpus, [sys.executable, "-m", contender.module]), env=env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready(startup_timeout)
@@ -78,7 +79,7 @@ class RunningServer:
                 self.process.wait()
         self._log.close()
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

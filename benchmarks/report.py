@@ -1,0 +1,103 @@
+"""results.md (tables) and the plots: throughput against p50 / p99 latency as concurrency grows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+VERDICT = {True: "**pass**", False: "**FAIL**", None: "not measured"}
+
+
+def machine_line(results: dict) -> str:
+    m = results["machine"]
+    return (f"{m['date']}, {m['cpu_model']}, {m['cpus']} CPUs (server on CPU {_cpus(m['server_cpus'])}, "
+            f"client on CPU {_cpus(m['client_cpus'])}), load average at start {m['load_average_at_start']}, "
+            f"onnxruntime {m['onnxruntime']}, {m['wrk']}, commit {m['git_commit']}")
+
+
+def _cpus(cpus: list[int]) -> str:
+    return ",".join(map(str, cpus))
+
+
+def goals_table(goals: list[dict]) -> list[str]:
+    lines = ["| precision | goal | target | measured | result | detail |", "| --- | --- | --- | --- | --- | --- |"]
+    for g in goals:
+        measured = "–" if g["measured"] is None else (
+            f"+{g['measured']:.2f} ms" if g["goal"] == "latency" else f"{g['measured']:.2f}x")
+        lines.append(f"| {g['precision']} | {g['goal']} | {g['target']} | {measured} | {VERDICT[g['pass']]} "
+                     f"| {g['detail']} |")
+    return lines
+
+
+def limits_table(limits: dict[str, dict]) -> list[str]:
+    sizes = [r["batch_size"] for r in next(iter(limits.values()))["sweep"]]
+    lines = ["| precision | " + " | ".join(f"batch {b}" for b in sizes) + " | single text p50 |",
+             "| --- |" + " --- |" * (len(sizes) + 1)]
+    for precision, limit in limits.items():
+        cells = [f"**{r['texts_per_s']:,.0f}**" if r["batch_size"] == limit["best_batch_size"]
+                 else f"{r['texts_per_s']:,.0f}" for r in limit["sweep"]]
+        lines.append(f"| {precision} | " + " | ".join(cells) + f" | {limit['single_text_p50_ms']:.2f} ms |")
+    return lines
+
+
+def runs_table(runs: list[dict]) -> list[str]:
+    lines = ["| contender | concurrency | texts/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/text | client CPU |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for run in runs:
+        for p in run["points"]:
+            errors = p["requests"] - p["ok"] + p["errors"]["connect"] + p["errors"]["read"]
+            lines.append(f"| {run['name']} | {p['concurrency']} | {p['throughput']:,.0f} | {p['p50_ms']:.2f} "
+                         f"| {p['p95_ms']:.2f} | {p['p99_ms']:.2f} | {errors} "
+                         f"| {p['server_cpu_ms_per_request']:.2f} | {p['client_cpu_utilization']:.0%} |")
+    return lines
+
+
+def write_markdown(results: dict, path: Path) -> Path:
+    s = results["settings"]
+    lines = [
+        "# encoder-serve benchmark results", "",
+        f"Measured {machine_line(results)}.", "",
+        f"Package `{results['package']['ref']}` ({results['package']['size']}), {s['threads']} compute "
+        f"thread(s) for every contender; closed-loop wrk clients, one text per request sampled from the "
+        f"emotion test split, {s['duration_s']} s per point after {s['warmup_s']} s of warm-up"
+        + (" (quick smoke run: short and noisy)" if s["quick"] else "") + ".", "",
+        "## Goals", "", *goals_table(results["goals"]), "",
+        "## The limit: ONNX Runtime in-process (texts/s, tokenization included)", "",
+        *limits_table(results["limits"]), "",
+        "## Over HTTP", "", *runs_table(results["runs"]), "",
+        *[f"Skipped: {why}" for why in results.get("skipped", [])], "",
+        "![throughput against latency](throughput_latency.png)", "",
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def plot(results: dict, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharex=True)
+    for ax, key, title in ((axes[0], "p50_ms", "p50 latency"), (axes[1], "p99_ms", "p99 latency")):
+        for run in results["runs"]:
+            xs = [p["throughput"] for p in run["points"]]
+            ys = [p[key] for p in run["points"]]
+            (line,) = ax.plot(xs, ys, marker="o", label=run["name"])
+            for p, x, y in zip(run["points"], xs, ys, strict=True):
+                ax.annotate(str(p["concurrency"]), (x, y), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color=line.get_color())
+        for precision, limit in results["limits"].items():
+            ax.axvline(limit["texts_per_s"], linestyle="--", linewidth=1, color="grey")
+            ax.annotate(f"in-process limit {precision}", (limit["texts_per_s"], ax.get_ylim()[0]),
+                        rotation=90, fontsize=7, color="grey", va="bottom", ha="right")
+        ax.set_yscale("log")
+        ax.set_xlabel("throughput (texts/s, one text per request)")
+        ax.set_ylabel(f"{title} (ms, log scale)")
+        ax.set_title(f"{title} as concurrency grows (labels: concurrent clients)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"encoder-serve, {results['package']['ref']}: {machine_line(results)[:110]}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
