@@ -16,7 +16,7 @@ import random
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -207,7 +207,7 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
                        "fusions": fusions,
                        "verification": {"exported": exported_checks, "optimized": optimized_checks}},
             "libraries": library_versions(),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         })
         install(staging, package_dir)
     return load_package(package_dir)

@@ -17,8 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_dynamic, quantize_static)
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
 from tokenizers import Tokenizer
 
 from encoder_serve.tokenization import encode
@@ -75,6 +81,6 @@ def gate(fp32_logits: np.ndarray, int8_logits: np.ndarray, labels: np.ndarray) -
     if not drop <= MAX_ACCURACY_DROP:
         failures.append(f"accuracy drop {drop:.2f} points > {MAX_ACCURACY_DROP:g}")
     return {"passed": not failures, "reason": "; ".join(failures) or "passed the gate",
-            "texts": int(len(labels)), "top1_agreement": agreement, "accuracy_fp32": accuracy_fp32,
+            "texts": len(labels), "top1_agreement": agreement, "accuracy_fp32": accuracy_fp32,
             "accuracy_int8": accuracy_int8, "accuracy_drop_points": drop,
             "min_top1_agreement": MIN_AGREEMENT, "max_accuracy_drop_points": MAX_ACCURACY_DROP}

@@ -83,7 +83,7 @@ def test_fp32_scores_do_not_depend_on_padding_or_batch_neighbours(tiny, tiny_pac
 
 
 def test_verification_fails_loudly_with_the_numbers_when_onnx_and_pytorch_disagree(tiny, tmp_path):
-    model, tokenizer, raw = tiny
+    model, tokenizer, _ = tiny
     path = onnx_export.export_onnx(model, tmp_path / "model.onnx")
     drifted = EncoderClassifier(model.config).eval()
     drifted.load_state_dict(model.state_dict())

@@ -1,0 +1,160 @@
+"""The model benchmark (in the spirit of *NLP with Transformers*, ch. 8): one package, every engine.
+
+For the source checkpoint in PyTorch and each ONNX Runtime variant of it, measured in one run with one
+fixed thread count: test accuracy and macro-F1, latency p50/p95 for one text at a time, throughput in
+batches of 32, and size on disk. Inputs are tokenized beforehand, so the numbers are the model's alone
+(the service adds tokenization and HTTP on top). Results: a printed table, bench-model.json and a
+scatter of latency against accuracy, marker area proportional to size (bench-model.png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encoder_serve.export import onnx_export, quantize, runtime
+from encoder_serve.export.build import library_versions, load_eval_data
+from encoder_serve.model.checkpoint import load_checkpoint
+from encoder_serve.model.metrics import classification_report
+from encoder_serve.package import load_package
+from encoder_serve.tokenization import encode, load_tokenizer
+
+BATCH = 32
+LATENCY_TEXTS = 300
+WARMUP = 20
+
+Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class Result:
+    engine: str
+    accuracy: float
+    macro_f1: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    throughput_texts_per_s: float
+    size_mb: float
+
+
+def measure(name: str, predict: Predict, size_bytes: int, batches: list, single: list, labels: np.ndarray,
+            label_names: list[str]) -> Result:
+    for ids, mask in single[:WARMUP]:
+        predict(ids, mask)
+    latencies = []
+    for ids, mask in single:
+        start = time.perf_counter()
+        predict(ids, mask)
+        latencies.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    predicted = np.concatenate([predict(ids, mask).argmax(-1) for ids, mask in batches])
+    elapsed = time.perf_counter() - start
+    report = classification_report(labels, predicted, label_names)
+    p50, p95 = np.percentile(latencies, [50, 95]) * 1000
+    return Result(name, report["accuracy"], report["macro_f1"], float(p50), float(p95),
+                  len(labels) / elapsed, size_bytes / 1e6)
+
+
+def onnx_engine(path: Path, threads: int, optimize: bool = True) -> Predict:
+    sess = runtime.session(path, threads, optimize=optimize)
+    return lambda ids, mask: runtime.run(sess, ids, mask)
+
+
+def torch_engine(model) -> Predict:
+    @torch.no_grad()
+    def predict(ids, mask):
+        return model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    return predict
+
+
+def engines(package, checkpoint_dir: Path, work: Path, calibration: list[str], tokenizer, threads: int):
+    """(name, predict, size in bytes) for every engine, building the graphs the package does not keep."""
+    model, _, _ = load_checkpoint(checkpoint_dir)
+    exported = onnx_export.export_onnx(model, work / "exported.onnx")
+    fp32 = package.model_path("fp32")
+    int8 = {"static": work / "static.onnx", "dynamic": work / "dynamic.onnx"}
+    quantize.quantize_static_int8(fp32, int8["static"], tokenizer, calibration)
+    quantize.quantize_dynamic_int8(fp32, int8["dynamic"])
+    return [
+        ("PyTorch fp32", torch_engine(model), (checkpoint_dir / "model.safetensors").stat().st_size),
+        ("ORT fp32, as exported, no graph opt.", onnx_engine(exported, threads, optimize=False),
+         exported.stat().st_size),
+        ("ORT fp32, as exported", onnx_engine(exported, threads), exported.stat().st_size),
+        ("ORT fp32, fused (model.onnx)", onnx_engine(fp32, threads), fp32.stat().st_size),
+        ("ORT INT8 static", onnx_engine(int8["static"], threads), int8["static"].stat().st_size),
+        ("ORT INT8 dynamic", onnx_engine(int8["dynamic"], threads), int8["dynamic"].stat().st_size),
+    ]
+
+
+def machine(threads: int) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "threads": threads,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "libraries": library_versions()}
+
+
+def table(results: list[Result]) -> str:
+    rows = ["| engine | test accuracy | macro-F1 | p50 ms (batch 1) | p95 ms | texts/s (batch 32) | MB |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows += [f"| {r.engine} | {100 * r.accuracy:.2f}% | {100 * r.macro_f1:.1f} | {r.latency_p50_ms:.2f} | "
+             f"{r.latency_p95_ms:.2f} | {r.throughput_texts_per_s:,.0f} | {r.size_mb:.1f} |" for r in results]
+    return "\n".join(rows)
+
+
+def plot(results: list[Result], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in results:
+        ax.scatter(r.latency_p50_ms, 100 * r.accuracy, s=40 * r.size_mb + 20, alpha=0.5)
+        ax.annotate(r.engine, (r.latency_p50_ms, 100 * r.accuracy), fontsize=8, xytext=(6, 4),
+                    textcoords="offset points")
+    ax.set_xlabel("latency p50, one text (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def bench_model(package_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
+                checkpoint_dir: str | Path | None = None, threads: int = 1,
+                latency_texts: int = LATENCY_TEXTS) -> list[Result]:
+    """Benchmark every engine on the test split of `data_dir`; writes JSON and PNG to `out_dir`."""
+    package = load_package(package_dir)
+    checkpoint_dir = Path(checkpoint_dir or package.manifest["source"]["checkpoint"])
+    data = load_eval_data(data_dir, package.labels, calibration_size=512)
+    if data.test is None:
+        raise FileNotFoundError(f"{data_dir}: bench-model needs a test split")
+    tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
+    texts = data.test.texts
+    batches = [encode(tokenizer, texts[i: i + BATCH]) for i in range(0, len(texts), BATCH)]
+    single = [encode(tokenizer, [t]) for t in texts[:latency_texts]]
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as work:
+        results = [measure(name, predict, size, batches, single, data.test.labels, package.labels)
+                   for name, predict, size in engines(package, checkpoint_dir, Path(work), data.calibration,
+                                                      tokenizer, threads)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"model": package.ref, "package": str(Path(package_dir).resolve()), "test_texts": len(texts),
+              "batch": BATCH, "latency_texts": len(single), "machine": machine(threads),
+              "results": [asdict(r) for r in results]}
+    (out_dir / "bench-model.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(results, out_dir / "bench-model.png", f"{package.ref}, {threads} thread(s)")
+    print(table(results))
+    return results
