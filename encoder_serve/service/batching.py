@@ -1,0 +1,232 @@
+"""The batching core: one queue, one scheduler task, one reply future per text (no FastAPI here).
+
+Design (after text-embeddings-inference's `core/src/queue.rs`): request handlers tokenize, then `submit`
+one entry per text, each with its own future and deadline. A single background task owns the queue:
+whenever the model is free it takes whatever is queued, up to `max_batch_size` texts and `max_batch_tokens`
+padded tokens, and runs the model in a dedicated worker thread, so the event loop keeps accepting and
+tokenizing the next requests while the current batch computes. With `max_wait_s = 0` a lone text never
+waits for company; a positive value lets the scheduler hold the oldest text up to that long to fill a batch.
+
+When more is queued than fits, the batch is built around the oldest text (so nothing starves) from the
+texts closest to it in length, adding at each step whichever neighbour adds fewer padding tokens.
+Entries whose caller has gone (cancelled future) or whose deadline has passed are dropped before compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+Predict = Callable[[list[Sequence[int]]], np.ndarray]
+
+
+class QueueFull(Exception):
+    """The queue cannot take these texts now; `retry_after_s` estimates when it could."""
+
+    def __init__(self, depth: int, retry_after_s: int):
+        super().__init__(f"queue full ({depth} texts waiting)")
+        self.retry_after_s = retry_after_s
+
+
+class ShuttingDown(Exception):
+    """The service is draining: it finishes accepted work and takes no more."""
+
+
+class DeadlineExceeded(Exception):
+    """The text's deadline passed before the model got to it."""
+
+
+class BatchMetrics(Protocol):
+    def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None: ...
+    def observe_queue_wait(self, seconds: float) -> None: ...
+    def set_queue_depth(self, depth: int) -> None: ...
+    def dropped(self, reason: str, count: int) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    ids: Sequence[int]
+    future: asyncio.Future
+    deadline: float  # loop.time()
+    enqueued: float = field(default=0.0)  # loop.time()
+
+
+def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int) -> list[int]:
+    """Indices of the texts to run together; `lengths[0]` is the oldest and is always chosen.
+
+    The batch costs `len(batch) * max(length)` padded tokens. Walking outwards from the oldest text in
+    length order, take the shorter neighbour (adds its padding) or the longer one (raises every row to its
+    length), whichever wastes fewer tokens, while the batch stays within `max_size` and `max_tokens`.
+    """
+    n = len(lengths)
+    if n <= max_size and n * max(lengths) <= max_tokens:
+        return list(range(n))
+    order = sorted(range(n), key=lambda i: lengths[i])  # stable: ties stay oldest first
+    lo = hi = order.index(0)
+    longest = lengths[0]
+    while hi - lo + 1 < max_size:
+        count = hi - lo + 1
+        shorter = order[lo - 1] if lo > 0 else None
+        longer = order[hi + 1] if hi + 1 < n else None
+        waste_shorter = longest - lengths[shorter] if shorter is not None else math.inf
+        waste_longer = (lengths[longer] - longest) * count if longer is not None else math.inf
+        if shorter is not None and waste_shorter <= waste_longer and (count + 1) * longest <= max_tokens:
+            lo -= 1
+        elif longer is not None and (count + 1) * lengths[longer] <= max_tokens:
+            hi += 1
+            longest = lengths[longer]
+        elif shorter is not None and (count + 1) * longest <= max_tokens:
+            lo -= 1
+        else:
+            break
+    return sorted(order[lo: hi + 1])
+
+
+class Batcher:
+    """Owns the queue and the scheduler task; `predict` runs in one dedicated worker thread."""
+
+    def __init__(self, predict: Predict, metrics: BatchMetrics, *, max_batch_size: int, max_batch_tokens: int,
+                 max_wait_s: float = 0.0, max_queue_size: int = 1024):
+        self._predict = predict
+        self._metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_s
+        self.max_queue_size = max_queue_size
+        self._queue: deque[Entry] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._seconds_per_text = 0.0  # moving average, for Retry-After
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def close(self) -> None:
+        """Take no more work, run everything already queued, then stop the scheduler and the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    def submit(self, sequences: Sequence[Sequence[int]], deadline: float) -> list[asyncio.Future]:
+        """Queue one entry per sequence (all or none); each future resolves to that text's output row."""
+        if self._closing:
+            raise ShuttingDown("the service is shutting down")
+        if len(self._queue) + len(sequences) > self.max_queue_size:
+            raise QueueFull(len(self._queue), self.retry_after_s())
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        futures = []
+        for ids in sequences:
+            future = loop.create_future()
+            self._queue.append(Entry(ids, future, deadline, now))
+            futures.append(future)
+        self._metrics.set_queue_depth(len(self._queue))
+        self._wakeup.set()
+        return futures
+
+    def retry_after_s(self) -> int:
+        """Seconds until the queue has drained at the recent rate (at least 1, as Retry-After wants)."""
+        return max(1, math.ceil(len(self._queue) * self._seconds_per_text))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self.max_wait_s > 0:
+                await self._wait_for_company(loop)
+            batch = self._take_batch(loop.time())
+            if batch:
+                await self._run_batch(loop, batch)
+
+    def _full(self) -> bool:
+        return (len(self._queue) >= self.max_batch_size
+                or len(self._queue) * max(len(e.ids) for e in self._queue) >= self.max_batch_tokens)
+
+    async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
+        until = self._queue[0].enqueued + self.max_wait_s
+        while not self._closing and self._queue and not self._full():
+            remaining = until - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _drop_dead(self, now: float) -> None:
+        """Remove entries whose deadline passed (they get DeadlineExceeded) or whose caller has gone."""
+        gone = expired = 0
+        live: deque[Entry] = deque()
+        for entry in self._queue:
+            if entry.deadline <= now:  # whether or not its caller already gave up on it
+                if not entry.future.done():
+                    entry.future.set_exception(DeadlineExceeded())
+                expired += 1
+            elif entry.future.done():  # cancelled by its caller: the client went away
+                gone += 1
+            else:
+                live.append(entry)
+        if gone or expired:
+            self._queue = live
+            if gone:
+                self._metrics.dropped("client_gone", gone)
+            if expired:
+                self._metrics.dropped("deadline", expired)
+
+    def _take_batch(self, now: float) -> list[Entry]:
+        self._drop_dead(now)
+        if not self._queue:
+            self._metrics.set_queue_depth(0)
+            return []
+        chosen = select_batch([len(e.ids) for e in self._queue], self.max_batch_size, self.max_batch_tokens)
+        if len(chosen) == len(self._queue):
+            batch = list(self._queue)
+            self._queue.clear()
+        else:
+            picked = set(chosen)
+            batch = [self._queue[i] for i in chosen]
+            self._queue = deque(e for i, e in enumerate(self._queue) if i not in picked)
+        self._metrics.set_queue_depth(len(self._queue))
+        for entry in batch:
+            self._metrics.observe_queue_wait(now - entry.enqueued)
+        return batch
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Entry]) -> None:
+        sequences = [e.ids for e in batch]
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._predict, sequences)
+        except Exception as error:  # noqa: BLE001 (a model failure fails its batch, not the scheduler)
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+            return
+        seconds = time.perf_counter() - started
+        self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / len(batch)
+        tokens = sum(len(s) for s in sequences)
+        self._metrics.observe_batch(len(batch), tokens, len(batch) * max(len(s) for s in sequences), seconds)
+        for entry, row in zip(batch, outputs):
+            if not entry.future.done():
+                entry.future.set_result(row)

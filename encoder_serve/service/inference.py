@@ -1,0 +1,85 @@
+"""The request path shared by /v1/classify and the KServe v2 infer route: texts in, probabilities out.
+
+Tokenization happens here, in the request's own task, so it overlaps the batch the model is computing;
+long requests tokenize in a thread (the Rust tokenizer releases the GIL) to keep the event loop free.
+Each text then waits on its own future until its batch is done, the deadline passes (504) or the client
+disconnects; in the last two cases the futures are cancelled and the batcher drops them before compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Sequence
+
+import numpy as np
+
+from encoder_serve.service.batching import Batcher, DeadlineExceeded, QueueFull
+from encoder_serve.service.metrics import ServiceMetrics
+from encoder_serve.service.runtime import Runtime, Tokenized
+
+INLINE_TOKENIZE_CHARS = 4096  # below this, a thread hop costs more than tokenizing on the event loop
+
+
+class InputTooLong(Exception):
+    def __init__(self, index: int, max_length: int):
+        super().__init__(f"longer than the model's {max_length} tokens and truncate is false")
+        self.index = index
+
+
+class RequestTimeout(Exception):
+    """The request's deadline passed before all its texts were classified."""
+
+
+class ClientGone(Exception):
+    """The client disconnected; nobody is left to answer."""
+
+
+class Classifier:
+    def __init__(self, runtime: Runtime, batcher: Batcher, metrics: ServiceMetrics):
+        self.runtime = runtime
+        self.batcher = batcher
+        self.metrics = metrics
+
+    async def _tokenize(self, texts: Sequence[str]) -> Tokenized:
+        started = time.perf_counter()
+        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+            tokenized = self.runtime.tokenize(texts)
+        else:
+            tokenized = await asyncio.to_thread(self.runtime.tokenize, texts)
+        self.metrics.tokenization.observe(time.perf_counter() - started)
+        return tokenized
+
+    async def classify(self, texts: Sequence[str], *, truncate: bool, timeout_s: float,
+                       client_gone: Awaitable[object] | None = None) -> list[np.ndarray]:
+        """One probability row per text, in input order."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        tokenized = await self._tokenize(texts)
+        if not truncate and tokenized.truncated:
+            raise InputTooLong(tokenized.truncated[0], self.runtime.max_length)
+        try:
+            futures = self.batcher.submit(tokenized.ids, deadline)
+        except QueueFull:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise
+        results = asyncio.gather(*futures)
+        watcher = asyncio.ensure_future(client_gone) if client_gone is not None else None
+        try:
+            done, _ = await asyncio.wait({results} | ({watcher} if watcher else set()),
+                                         timeout=max(0.0, deadline - loop.time()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if results in done:
+            try:
+                return results.result()
+            except DeadlineExceeded:
+                self.metrics.timeouts.inc()
+                raise RequestTimeout() from None
+        results.cancel()  # cancels every text's future: the batcher drops them before compute
+        if watcher is not None and watcher in done:
+            raise ClientGone()
+        self.metrics.timeouts.inc()
+        raise RequestTimeout()

@@ -1,0 +1,97 @@
+"""Prometheus metrics (prefix `encoder_serve_`), correct with one worker or several.
+
+With several uvicorn workers each process writes its samples to PROMETHEUS_MULTIPROC_DIR (prepared by the
+launcher) and /metrics merges them; gauges say how to merge (queue depth and in-flight requests sum over
+live workers, model info and readiness take the live maximum and minimum).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+PREFIX = "encoder_serve_"
+LATENCY_BUCKETS = (.0005, .001, .0025, .005, .0075, .01, .025, .05, .075, .1, .25, .5, .75, 1, 2.5, 5, 10, 30)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+TOKEN_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+RATIO_BUCKETS = (0, .05, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class ServiceMetrics:
+    """Every metric the service exports; the batcher reports through `observe_batch` and friends."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = {"registry": registry} if registry is not None else {}
+        self.requests = Counter(PREFIX + "requests_total", "HTTP requests by route, method and status.",
+                                ["route", "method", "status"], **r)
+        self.request_duration = Histogram(PREFIX + "request_duration_seconds", "Request latency by route.",
+                                           ["route"], buckets=LATENCY_BUCKETS, **r)
+        self.tokenization = Histogram(PREFIX + "tokenization_duration_seconds", "Tokenizing one request.",
+                                      buckets=LATENCY_BUCKETS, **r)
+        self.queue_wait = Histogram(PREFIX + "queue_wait_seconds", "Time a text waited for its batch.",
+                                    buckets=LATENCY_BUCKETS, **r)
+        self.inference = Histogram(PREFIX + "inference_duration_seconds", "One model call (one batch).",
+                                   buckets=LATENCY_BUCKETS, **r)
+        self.batch_size = Histogram(PREFIX + "batch_size", "Texts per model call.", buckets=SIZE_BUCKETS, **r)
+        self.batch_tokens = Histogram(PREFIX + "batch_tokens", "Padded tokens per model call.",
+                                      buckets=TOKEN_BUCKETS, **r)
+        self.padding_ratio = Histogram(PREFIX + "padding_ratio", "Padding tokens / batch tokens per call.",
+                                       buckets=RATIO_BUCKETS, **r)
+        self.queue_depth = Gauge(PREFIX + "queue_depth", "Texts waiting for a batch.",
+                                 multiprocess_mode="livesum", **r)
+        self.in_flight = Gauge(PREFIX + "in_flight_requests", "Requests being handled.",
+                               multiprocess_mode="livesum", **r)
+        self.texts = Counter(PREFIX + "texts_total", "Texts classified.", **r)
+        self.rejected = Counter(PREFIX + "rejected_total", "Requests refused with 429.", ["reason"], **r)
+        self.timeouts = Counter(PREFIX + "timeouts_total", "Requests answered 504.", **r)
+        self.dropped_texts = Counter(PREFIX + "dropped_total", "Texts dropped before compute.", ["reason"], **r)
+        self.model_info = Gauge(PREFIX + "model_info", "The served model (value 1).",
+                                ["name", "version", "precision"], multiprocess_mode="livemax", **r)
+        self.ready = Gauge(PREFIX + "ready", "1 when the worker takes traffic.", multiprocess_mode="livemin", **r)
+        for reason in ("client_gone", "deadline"):
+            self.dropped_texts.labels(reason)
+        self.rejected.labels("queue_full")
+
+    # the batcher's side (batching.BatchMetrics)
+    def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_tokens.observe(padded_tokens)
+        self.padding_ratio.observe(1 - tokens / padded_tokens)
+        self.inference.observe(seconds)
+        self.texts.inc(size)
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        self.queue_wait.observe(seconds)
+
+    def set_queue_depth(self, depth: int) -> None:
+        self.queue_depth.set(depth)
+
+    def dropped(self, reason: str, count: int) -> None:
+        self.dropped_texts.labels(reason).inc(count)
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The exposition text: this app's registry, or every worker's samples in multiprocess mode."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def forget_this_process() -> None:
+    """Remove this worker's live gauges from the shared directory (at worker shutdown)."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(os.getpid())

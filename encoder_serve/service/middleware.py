@@ -1,0 +1,93 @@
+"""Pure-ASGI middleware (no BaseHTTPMiddleware: it costs a task and a stream per request).
+
+`RequestContext` gives every HTTP request an id (a sane incoming X-Request-ID is kept), echoes it in the
+response, counts and times the request by route template, tracks in-flight requests and writes one JSON
+log line. `BodyLimit` answers 413 from Content-Length up front and stops a streamed body at the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from encoder_serve.service.errors import error_response
+from encoder_serve.service.logs import request_id
+from encoder_serve.service.metrics import ServiceMetrics
+
+access_log = logging.getLogger("encoder_serve.access")
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # anything else could forge log lines: replace it
+
+
+def incoming_request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
+            return value.decode()
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        rid = incoming_request_id(scope)
+        token = request_id.set(rid)
+        header = (b"x-request-id", rid.encode())
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.request_duration.labels(route).observe(seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("request", extra={"fields": {
+                    "method": scope["method"], "path": scope["path"], "route": route, "status": status,
+                    "duration_ms": round(seconds * 1000, 3)}})
+            request_id.reset(token)
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = f"request body larger than {self.max_bytes} bytes (MAX_BODY_BYTES)"
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                return await error_response(413, message, headers={"Connection": "close"})(scope, receive, send)
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, message, headers={"Connection": "close"})
+            return msg
+
+        await self.app(scope, limited, send)

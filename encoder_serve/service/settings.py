@@ -1,0 +1,84 @@
+"""Service settings: one pydantic-settings class read from the environment (no prefix).
+
+Every knob a container or `encoder-serve serve` can turn lives here, validated once at start-up so a bad
+value stops the process with a message naming the variable instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, which container CPU sets narrow), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    model_dir: Path = Field(Path("models/emotion"), description="Model package directory (MODEL_DIR).")
+    host: str = Field("0.0.0.0", min_length=1, description="Interface to bind.")
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes, each with its own model.")
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description="auto serves int8 only when the package marks it servable and batch-invariant.")
+    ort_intra_op_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime threads per worker; default: usable CPUs / workers.")
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Most texts in one model call.")
+    max_batch_tokens: int = Field(16384, ge=1, description="Most padded tokens (texts x longest) in one call.")
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=10_000, description="How long the batcher may wait for company; 0 never waits (TEI).")
+    max_queue_size: int = Field(1024, ge=1, description="Most texts waiting; beyond it requests get 429.")
+    request_timeout_s: float = Field(30.0, gt=0, le=3600, description="Deadline of a request; then 504.")
+    max_inputs_per_request: int = Field(64, ge=1, le=4096)
+    max_chars_per_input: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    api_key: SecretStr | None = Field(None, description="If set, inference routes need `Authorization: Bearer`.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("log_level", "precision", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("api_key", "ort_intra_op_threads", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_queue_size < self.max_inputs_per_request:
+            raise ValueError(f"MAX_QUEUE_SIZE ({self.max_queue_size}) must be >= MAX_INPUTS_PER_REQUEST "
+                             f"({self.max_inputs_per_request}), or a full request could never be queued")
+        return self
+
+    @property
+    def intra_op_threads(self) -> int:
+        return self.ort_intra_op_threads or max(1, available_cpus() // self.workers)
+
+
+def describe(error: ValidationError) -> str:
+    """One line per bad variable, named as the user sets it (MAX_BATCH_SIZE, not max_batch_size)."""
+    lines = []
+    for e in error.errors():
+        name = ".".join(str(p) for p in e["loc"]).upper() or "settings"
+        lines.append(f"invalid setting {name}: {e['msg']}" + (f" (got {e['input']!r})" if e["loc"] else ""))
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (overrides win); raises ValueError with a readable message on bad values."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise ValueError(describe(e)) from None
