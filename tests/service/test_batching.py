@@ -1,0 +1,273 @@
+"""The batching core on its own: a deterministic model function in the worker thread, real asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from encoder_serve.service.batching import Batcher, DeadlineExceeded, QueueFull, ShuttingDown, select_batch
+from encoder_serve.service.metrics import ServiceMetrics
+
+
+class GatedModel:
+    """Each output row is (length, sum of ids) of its own text, so a reply can be checked against its
+    caller. With `hold()` the first call blocks until `release()`, so a test can queue texts while the
+    model is busy, as under load."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []  # lengths of the texts in each call
+        self.started = threading.Event()
+        self._gate = threading.Event()
+        self._gate.set()
+
+    def hold(self):
+        self._gate.clear()
+
+    def release(self):
+        self._gate.set()
+
+    def __call__(self, sequences):
+        self.batches.append([len(s) for s in sequences])
+        self.started.set()
+        self._gate.wait(30)
+        return np.array([[len(s), sum(s)] for s in sequences], dtype=np.float32)
+
+
+def expected(ids):
+    return [len(ids), sum(ids)]
+
+
+def text(length: int, seed: int = 0) -> list[int]:
+    return [seed * 1000 + i for i in range(length)]
+
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def make(model, metrics, **kw):
+    options = {"max_batch_size": 64, "max_batch_tokens": 10_000, "max_wait_s": 0.0, "max_queue_size": 1024} | kw
+    batcher = Batcher(model, metrics, **options)
+    batcher.start()
+    return batcher
+
+
+async def busy(model, batcher):
+    """Occupy the model with one text and return its future once the model is computing it."""
+    model.hold()
+    first = batcher.submit([text(3, seed=99)], deadline=asyncio.get_running_loop().time() + 60)
+    await asyncio.to_thread(model.started.wait, 30)
+    return first
+
+
+def deadline():
+    return asyncio.get_running_loop().time() + 60
+
+
+# --- select_batch: which queued texts run together -------------------------------------------------------
+
+def test_select_takes_everything_that_fits():
+    assert select_batch([5, 9, 7], max_size=8, max_tokens=100) == [0, 1, 2]
+
+
+def test_select_respects_the_size_bound_and_always_takes_the_oldest():
+    chosen = select_batch([10] * 20, max_size=4, max_tokens=10_000)
+    assert len(chosen) == 4 and 0 in chosen
+
+
+def test_select_respects_the_padded_token_bound():
+    lengths = [10, 10, 10, 10, 10]
+    chosen = select_batch(lengths, max_size=64, max_tokens=25)
+    assert len(chosen) * max(lengths[i] for i in chosen) <= 25 and chosen == [0, 1]
+
+
+def test_select_groups_texts_of_similar_length_around_the_oldest():
+    lengths = [5, 60, 6, 58, 7, 59]
+    assert select_batch(lengths, max_size=3, max_tokens=10_000) == [0, 2, 4]
+    assert select_batch([60, 5, 58, 6, 59, 7], max_size=3, max_tokens=10_000) == [0, 2, 4]
+
+
+def test_select_prefers_the_neighbour_that_adds_less_padding():
+    # around the oldest (20): 19 wastes 1 token, then 2 wastes 18 where 40 would waste 2 x 20
+    assert select_batch([20, 40, 19, 2], max_size=3, max_tokens=10_000) == [0, 2, 3]
+    assert select_batch([20, 21, 3], max_size=2, max_tokens=10_000) == [0, 1]
+
+
+def test_select_keeps_the_oldest_even_when_it_alone_fills_the_budget():
+    assert select_batch([64, 3, 3], max_size=8, max_tokens=64) == [0]
+
+
+# --- the scheduler ----------------------------------------------------------------------------------------
+
+async def test_every_text_gets_its_own_result():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics)
+    sequences = [text(n, seed=n) for n in range(1, 30)]
+    results = await asyncio.gather(*batcher.submit(sequences, deadline()))
+    assert [r.tolist() for r in results] == [expected(s) for s in sequences]
+    await batcher.close()
+
+
+async def test_a_lone_text_never_waits_for_company_and_batches_grow_under_load():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_wait_s=0.0)
+    first = await busy(model, batcher)  # the lone text went straight to the model
+    later = [batcher.submit([text(4, seed=i)], deadline())[0] for i in range(5)]  # arrive while it computes
+    model.release()
+    await asyncio.gather(*first, *later)
+    assert model.batches == [[3], [4] * 5]
+    await batcher.close()
+
+
+async def test_a_positive_wait_holds_a_text_until_the_batch_is_full():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_wait_s=60.0, max_batch_size=3)
+    futures = batcher.submit([text(2, seed=1)], deadline())
+    for _ in range(5):
+        await asyncio.sleep(0)  # the scheduler is now waiting for company
+    assert model.batches == []
+    futures += batcher.submit([text(2, seed=2), text(2, seed=3)], deadline())
+    await asyncio.wait_for(asyncio.gather(*futures), 30)
+    assert model.batches == [[2, 2, 2]]
+    await batcher.close()
+
+
+async def test_the_wait_is_bounded_by_max_wait():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_wait_s=0.02, max_batch_size=64)
+    (result,) = await asyncio.wait_for(asyncio.gather(*batcher.submit([text(5)], deadline())), 30)
+    assert result.tolist() == expected(text(5)) and model.batches == [[5]]
+    await batcher.close()
+
+
+async def test_batches_respect_the_size_bound():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_batch_size=4)
+    first = await busy(model, batcher)
+    futures = batcher.submit([text(5, seed=i) for i in range(10)], deadline())
+    model.release()
+    await asyncio.gather(*first, *futures)
+    assert model.batches[1:] == [[5] * 4, [5] * 4, [5] * 2]
+    await batcher.close()
+
+
+async def test_batches_respect_the_padded_token_bound():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_batch_tokens=30)
+    first = await busy(model, batcher)
+    futures = batcher.submit([text(10, seed=i) for i in range(7)], deadline())
+    model.release()
+    await asyncio.gather(*first, *futures)
+    assert all(len(b) * max(b) <= 30 for b in model.batches[1:])
+    assert sum(len(b) for b in model.batches[1:]) == 7
+    await batcher.close()
+
+
+async def test_queued_texts_are_grouped_by_length():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_batch_size=3)
+    first = await busy(model, batcher)
+    lengths = [5, 60, 6, 58, 7, 59]
+    futures = batcher.submit([text(n, seed=n) for n in lengths], deadline())
+    model.release()
+    results = await asyncio.gather(*first, *futures)
+    assert model.batches[1:] == [[5, 6, 7], [60, 58, 59]]
+    assert [r.tolist() for r in results[1:]] == [expected(text(n, seed=n)) for n in lengths]
+    await batcher.close()
+
+
+async def test_texts_of_cancelled_callers_are_dropped_before_compute():
+    model = GatedModel()
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    batcher = make(model, metrics)
+    first = await busy(model, batcher)
+    futures = batcher.submit([text(4, seed=1), text(5, seed=2), text(6, seed=3)], deadline())
+    futures[1].cancel()  # that client went away
+    model.release()
+    await asyncio.gather(*first, futures[0], futures[2])
+    assert model.batches[1:] == [[4, 6]]
+    assert registry.get_sample_value("encoder_serve_dropped_total", {"reason": "client_gone"}) == 1
+    await batcher.close()
+
+
+async def test_texts_past_their_deadline_are_dropped_and_fail_with_deadline_exceeded():
+    model = GatedModel()
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    batcher = make(model, metrics)
+    first = await busy(model, batcher)
+    now = asyncio.get_running_loop().time()
+    (expired,) = batcher.submit([text(7)], deadline=now)
+    (alive,) = batcher.submit([text(8)], deadline=now + 60)
+    model.release()
+    await asyncio.gather(*first, alive)
+    with pytest.raises(DeadlineExceeded):
+        await expired
+    assert model.batches[1:] == [[8]]
+    assert registry.get_sample_value("encoder_serve_dropped_total", {"reason": "deadline"}) == 1
+    await batcher.close()
+
+
+async def test_a_full_queue_refuses_a_whole_request_with_a_retry_after():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_queue_size=4)
+    first = await busy(model, batcher)
+    queued = batcher.submit([text(3, seed=i) for i in range(3)], deadline())
+    with pytest.raises(QueueFull) as refused:
+        batcher.submit([text(3), text(3)], deadline())
+    assert refused.value.retry_after_s >= 1 and batcher.depth == 3
+    model.release()
+    await asyncio.gather(*first, *queued)
+    await batcher.close()
+
+
+async def test_a_model_error_fails_its_batch_and_the_scheduler_goes_on():
+    calls = []
+
+    def flaky(sequences):
+        calls.append(len(sequences))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return np.zeros((len(sequences), 2), dtype=np.float32)
+
+    batcher = make(flaky, ServiceMetrics(CollectorRegistry()))
+    with pytest.raises(RuntimeError, match="boom"):
+        await asyncio.gather(*batcher.submit([text(3)], deadline()))
+    (ok,) = await asyncio.gather(*batcher.submit([text(3)], deadline()))
+    assert ok.tolist() == [0.0, 0.0]
+    await batcher.close()
+
+
+async def test_close_runs_everything_queued_at_once_then_refuses_new_work():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_wait_s=3600.0)  # without close, these would wait an hour for company
+    queued = batcher.submit([text(3, seed=i) for i in range(5)], deadline())
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(batcher.close())
+    await asyncio.sleep(0)
+    with pytest.raises(ShuttingDown):
+        batcher.submit([text(3)], deadline())
+    await asyncio.wait_for(closing, 30)
+    results = await asyncio.gather(*queued)
+    assert [r.tolist() for r in results] == [expected(text(3, seed=i)) for i in range(5)]
+
+
+async def test_batch_metrics_count_texts_and_padding():
+    model = GatedModel()
+    registry = CollectorRegistry()
+    batcher = make(model, ServiceMetrics(registry))
+    await asyncio.gather(*batcher.submit([text(2), text(4)], deadline()))
+    assert registry.get_sample_value("encoder_serve_texts_total") == 2
+    assert registry.get_sample_value("encoder_serve_batch_tokens_sum") == 8  # 2 rows padded to 4
+    assert registry.get_sample_value("encoder_serve_padding_ratio_sum") == pytest.approx(0.25)
+    assert registry.get_sample_value("encoder_serve_queue_depth") == 0
+    await batcher.close()
