@@ -15,7 +15,7 @@ from .conftest import API_KEY, REPO, assert_error
 OPEN_ROUTES = ["/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"]
 WRONG_KEYS = {
     "missing": None,
-    "empty": "Bearer ",
+    "empty": "Bearer",
     "wrong": "Bearer not-the-key",
     "prefix": f"Bearer {API_KEY[:-1]}",
     "longer": f"Bearer {API_KEY}0",

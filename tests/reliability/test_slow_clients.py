@@ -17,10 +17,10 @@ import pytest
 
 from .conftest import start
 from .http1 import Connection, build_request
-from .loadgen import run
+from .loadgen import classify_requests, run
 from .probe import record, sample, scrape
 
-FLOOD_REQUESTS, FLOOD_TEXTS, VICTIMS = 40, 64, 20
+FLOOD_REQUESTS, FLOOD_TEXTS, VICTIMS = 20, 64, 20
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,7 @@ def backlogged_server(model_dir, tmp_path_factory):
 def test_disconnected_clients_are_dropped_before_compute(backlogged_server, texts):
     url = backlogged_server.url
     host, port = "127.0.0.1", backlogged_server.port
-    flood = [build_request("POST", "/v1/classify", json.dumps({"inputs": texts[i * FLOOD_TEXTS:(i + 1) * FLOOD_TEXTS]})
-                           .encode()) for i in range(FLOOD_REQUESTS)]
+    flood = classify_requests(texts, FLOOD_TEXTS, count=FLOOD_REQUESTS)
     victim = build_request("POST", "/v1/classify", json.dumps({"inputs": [texts[-1]]}).encode())
     before = scrape(url)
 
