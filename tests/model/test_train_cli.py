@@ -1,0 +1,91 @@
+"""`encoder-serve train` and `encoder-serve attention` end to end, as a user runs them (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from encoder_serve.model.checkpoint import load_checkpoint, predict_logits
+
+TINY = ["--layers", "1", "--d-model", "32", "--heads", "2", "--d-ff", "64", "--vocab-size", "800",
+        "--max-length", "48", "--epochs", "2", "--batch-size", "32", "--lr", "2e-3", "--threads", "1"]
+ARTIFACTS = ["config.json", "model.safetensors", "tokenizer.json", "metrics.json", "history.json",
+             "training_curves.png", "confusion_matrix.png"]
+
+
+def encoder_serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "encoder_serve.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def small_emotion(tmp_path_factory, emotion_dir) -> Path:
+    """600 training and 200 test texts of the emotion data; no validation file, so it is carved from train."""
+    out = tmp_path_factory.mktemp("emotion_small")
+    for split, n in (("train", 600), ("test", 200)):
+        with open(emotion_dir / f"{split}.jsonl") as f:
+            (out / f"{split}.jsonl").write_text("".join(next(f) for _ in range(n)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, small_emotion) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "model"
+    result = encoder_serve("train", "--data", small_emotion, "--out", out, *TINY)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_train_writes_every_artifact(trained):
+    for name in ARTIFACTS:
+        assert (trained / name).is_file() and (trained / name).stat().st_size > 0, name
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert set(metrics["test"]["per_class"]) == {"anger", "fear", "joy", "love", "sadness", "surprise"}
+    assert 0 <= metrics["test"]["accuracy"] <= 1 and 0 <= metrics["validation"]["macro_f1"] <= 1
+    history = json.loads((trained / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_the_saved_checkpoint_reproduces_the_reported_test_accuracy(trained, small_emotion):
+    model, tokenizer, _ = load_checkpoint(trained)
+    rows = [json.loads(line) for line in open(small_emotion / "test.jsonl")]
+    predicted = predict_logits(model, tokenizer, [r["text"] for r in rows]).argmax(-1).tolist()
+    accuracy = sum(model.config.labels[p] == r["label"] for p, r in zip(predicted, rows)) / len(rows)
+    assert accuracy == pytest.approx(json.loads((trained / "metrics.json").read_text())["test"]["accuracy"])
+
+
+def test_bad_data_fails_before_training_with_file_and_line(tmp_path, small_emotion):
+    (tmp_path / "train.jsonl").write_text((small_emotion / "train.jsonl").read_text())
+    (tmp_path / "test.jsonl").write_text('{"text": "fine", "label": "joy"}\n{"text": "hm", "label": "boredom"}\n')
+    result = encoder_serve("train", "--data", tmp_path, "--out", tmp_path / "out", *TINY)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'test.jsonl'}:2: label 'boredom'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_distillation_from_a_teacher_runs_end_to_end_and_caches_teacher_logits(trained, small_emotion, tmp_path):
+    args = ["train", "--data", small_emotion, "--teacher", trained, "--augment", "1", "--temperature", "3",
+            "--alpha", "0.7", *TINY]
+    first = encoder_serve(*args, "--out", tmp_path / "student")
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "student" / "metrics.json").is_file()
+    assert len(list((trained / "teacher_logits").glob("*.safetensors"))) == 1
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert config["training"]["teacher"] == str(trained) and config["training"]["augment"] == 1
+    second = encoder_serve(*args, "--out", tmp_path / "student2")
+    assert second.returncode == 0 and "teacher logits from cache" in second.stderr
+
+
+def test_attention_writes_a_heatmap_grid_and_the_weights_as_json(trained, tmp_path):
+    result = encoder_serve("attention", trained, "i feel so happy today", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "attention.png").stat().st_size > 0
+    data = json.loads((tmp_path / "attention.json").read_text())
+    weights = torch.tensor(data["weights"])
+    assert data["tokens"][0] == "[CLS]" and weights.shape == (1, 2, len(data["tokens"]), len(data["tokens"]))
+    assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:-1]), atol=1e-5)
