@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,9 @@ def measure_limit(package: ModelPackage, precision: str, split: CoreSplit, secon
     argv = taskset(split.server, [sys.executable, "-m", "benchmarks.inprocess", "--package", str(package.path),
                                   "--precision", precision, "--threads", str(split.threads),
                                   "--seconds", str(seconds), "--data", data])
-    done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"in-process limit for {precision} failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -112,6 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        log("benchmarks.run: error: wrk not found (apt-get install wrk)")
+        return 2
     mode = dict(QUICK if args.quick else FULL)
     if args.concurrency:
         mode["concurrency"] = tuple(int(c) for c in args.concurrency.split(","))
