@@ -94,3 +94,13 @@ def test_length_bucketed_batches_cover_every_index_once_with_similar_lengths():
     assert sorted(i for b in batches for i in b) == list(range(1000))
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
     assert spread < 10  # random batches of 32 would span most of 3..60
+
+
+def test_a_hub_name_without_datasets_installed_says_what_to_install():
+    try:
+        import datasets  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(DataError, match=r"dair-ai/emotion.*pip install 'encoder-serve\[hub\]'"):
+            load_dataset("dair-ai/emotion")
+    else:
+        pytest.skip("datasets is installed; this test covers installs without it")
