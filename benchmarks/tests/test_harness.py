@@ -1,0 +1,109 @@
+"""The harness's own logic: goal verdicts, wrk accounting against a real HTTP server, profile attribution."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from benchmarks import goals
+from benchmarks.loadgen import measure_point
+from benchmarks.machine import CoreSplit
+from benchmarks.profile_service import IDLE, gil_holders, wall_by_thread
+from benchmarks.workload import write_bodies
+
+
+def point(c: int, throughput: float, p50: float = 1.0) -> dict:
+    return {"concurrency": c, "throughput": throughput, "p50_ms": p50}
+
+
+def run(kind: str, batching: bool, points: list[dict], precision: str = "fp32") -> dict:
+    return {"kind": kind, "precision": precision, "batching": batching, "points": points}
+
+
+LIMITS = {"fp32": {"texts_per_s": 1000.0, "best_batch_size": 32, "single_text_p50_ms": 3.0}}
+
+
+def verdicts(runs: list[dict]) -> dict[str, bool | None]:
+    return {g["goal"]: g["pass"] for g in goals.evaluate(LIMITS, runs)}
+
+
+def test_goals_pass_when_every_ratio_is_met():
+    runs = [run("service", True, [point(1, 200, p50=4.9), point(64, 950), point(128, 940)]),
+            run("service", False, [point(1, 200), point(64, 300), point(128, 310)]),
+            run("naive", False, [point(1, 80), point(64, 90)])]
+    assert verdicts(runs) == {"saturation": True, "batching": True, "naive": True, "latency": True}
+
+
+def test_goals_fail_on_the_worst_measurement_not_the_best():
+    runs = [run("service", True, [point(1, 200, p50=5.1), point(64, 880), point(256, 890)]),
+            run("service", False, [point(1, 200), point(64, 200), point(256, 300)]),  # 256: only 2.97x
+            run("naive", False, [point(1, 80), point(64, 90)])]
+    assert verdicts(runs) == {"saturation": False, "batching": False, "naive": False, "latency": False}
+
+
+def test_goals_without_a_contender_are_not_judged():
+    runs = [run("service", True, [point(1, 200), point(64, 950)])]
+    assert set(verdicts(runs)) == {"saturation", "latency"}
+
+
+def test_profile_attributes_each_sample_to_the_innermost_named_cost():
+    main = "thread (11): MainThread"
+    wall = "\n".join([
+        f"{main};Runner.run (asyncio/runners.py:118) 50",
+        f"{main};Runner.run (asyncio/runners.py:118);classify (api.py:60);tokenize (runtime.py:77) 30",
+        f"{main};Runner.run (asyncio/runners.py:118);RequestResponseCycle.send (uvicorn/protocols/h.py:1) 20",
+        ("thread (12): model_0;_worker (concurrent/futures/thread.py:89);predict (runtime.py:90);"
+        "run (onnxruntime/capi/onnxruntime_inference_collection.py:220) 100"),
+    ])
+    threads = wall_by_thread(wall)
+    assert threads["MainThread"][1] == {IDLE: 50, "tokenization": 30, "HTTP parsing and writing (uvicorn)": 20}
+    assert threads["model"][1] == {"model: ONNX Runtime run": 100}
+    categories, _ = gil_holders(wall)
+    assert categories["event loop (asyncio, uvloop)"] == 50  # with --gil, a sample in uvloop is work
+
+
+class HalfFailing(BaseHTTPRequestHandler):
+    """Answers 200 and 500 alternately, so wrk's error accounting can be checked exactly."""
+    count = 0
+    lock = threading.Lock()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with HalfFailing.lock:
+            HalfFailing.count += 1
+            status = 200 if HalfFailing.count % 2 else 500
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # wrk hangs up mid-response when its time is up
+        pass
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
+def test_load_generator_counts_only_successful_requests_as_throughput(tmp_path: Path):
+    server = QuietServer(("127.0.0.1", 0), HalfFailing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bodies = write_bodies(["first text", "second text", "third text"], tmp_path / "bodies.txt")
+    split = CoreSplit.default()
+    try:
+        p = measure_point(f"http://127.0.0.1:{server.server_port}", os.getpid(), bodies, concurrency=1,
+                          seconds=1, warmup_s=0, client_cpus=split.client, server_cpus=split.server)
+    finally:
+        server.shutdown()
+    assert p.requests > 10
+    assert abs(p.errors["status"] - p.requests / 2) <= 1
+    assert p.ok == p.requests - p.errors["status"]
+    assert p.throughput == pytest.approx(p.ok / p.seconds, rel=1e-3)
+    assert p.p50_ms > 0 and p.p99_ms >= p.p50_ms
