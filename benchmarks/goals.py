@@ -21,6 +21,13 @@ def best_throughput(run: dict) -> float:
     return max(p["throughput"] for p in run["points"])
 
 
+def batching_ceiling(limit: dict) -> float:
+    """What batching can buy at most on this model and hardware: best batch size over batch size 1,
+    in-process. If this is below the goal, no server can meet it."""
+    single = next(r for r in limit["sweep"] if r["batch_size"] == 1)
+    return limit["texts_per_s"] / single["texts_per_s"]
+
+
 def find_run(runs: list[dict], kind: str, precision: str | None = None, batching: bool | None = None):
     for run in runs:
         if run["kind"] == kind and (precision is None or run["precision"] == precision) and (
@@ -58,8 +65,9 @@ def evaluate(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
             results.append(goal(precision, "batching", f">= {BATCHING_RATIO:g} x batching off at c >= "
                                 f"{BATCHING_MIN_CONCURRENCY}", worst,
                                 None if worst is None else worst >= BATCHING_RATIO,
-                                ", ".join(f"c={c}: {r:.2f}x" for c, r in sorted(ratios.items()))
-                                or "no concurrency >= 64 measured"))
+                                (", ".join(f"c={c}: {r:.2f}x" for c, r in sorted(ratios.items()))
+                                 or "no concurrency >= 64 measured")
+                                + f"; in-process ceiling {batching_ceiling(limit):.2f}x"))
 
         if naive is not None:
             ratio = best / best_throughput(naive)

@@ -25,7 +25,8 @@ def run(kind: str, batching: bool, points: list[dict], precision: str = "fp32") 
     return {"kind": kind, "precision": precision, "batching": batching, "points": points}
 
 
-LIMITS = {"fp32": {"texts_per_s": 1000.0, "best_batch_size": 32, "single_text_p50_ms": 3.0}}
+LIMITS = {"fp32": {"texts_per_s": 1000.0, "best_batch_size": 32, "single_text_p50_ms": 3.0,
+                   "sweep": [{"batch_size": 1, "texts_per_s": 250.0}, {"batch_size": 32, "texts_per_s": 1000.0}]}}
 
 
 def verdicts(runs: list[dict]) -> dict[str, bool | None]:
@@ -44,6 +45,12 @@ def test_goals_fail_on_the_worst_measurement_not_the_best():
             run("service", False, [point(1, 200), point(64, 200), point(256, 300)]),  # 256: only 2.97x
             run("naive", False, [point(1, 80), point(64, 90)])]
     assert verdicts(runs) == {"saturation": False, "batching": False, "naive": False, "latency": False}
+
+
+def test_batching_goal_names_the_in_process_ceiling():
+    runs = [run("service", True, [point(64, 950)]), run("service", False, [point(64, 300)])]
+    (batching,) = [g for g in goals.evaluate(LIMITS, runs) if g["goal"] == "batching"]
+    assert batching["detail"].endswith("in-process ceiling 4.00x")
 
 
 def test_goals_without_a_contender_are_not_judged():
