@@ -127,10 +127,12 @@ class Batcher:
         """Queue one entry per sequence (all or none); each future resolves to that text's output row."""
         if self._closing:
             raise ShuttingDown("the service is shutting down")
-        if len(self._queue) + len(sequences) > self.max_queue_size:
-            raise QueueFull(len(self._queue), self.retry_after_s())
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if len(self._queue) + len(sequences) > self.max_queue_size:
+            self._drop_dead(now)  # texts nobody waits for must not cost a live request its place
+            if len(self._queue) + len(sequences) > self.max_queue_size:
+                raise QueueFull(len(self._queue), self.retry_after_s())
         futures = []
         for ids in sequences:
             future = loop.create_future()
@@ -139,6 +141,12 @@ class Batcher:
         self._metrics.set_queue_depth(len(self._queue))
         self._wakeup.set()
         return futures
+
+    def cancel(self, futures: Sequence[asyncio.Future]) -> None:
+        """The caller gave up (client gone, deadline): its texts leave the queue before compute."""
+        for future in futures:
+            future.cancel()
+        self._wakeup.set()
 
     def retry_after_s(self) -> int:
         """Seconds until the queue has drained at the recent rate (at least 1, as Retry-After wants)."""
@@ -164,14 +172,19 @@ class Batcher:
                 or len(self._queue) * max(len(e.ids) for e in self._queue) >= self.max_batch_tokens)
 
     async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
-        until = self._queue[0].enqueued + self.max_wait_s
+        """Hold the queue until it fills a batch, its oldest text has waited max_wait_s, or a deadline
+        comes; entries given up on meanwhile leave at once, so they never hold queue slots."""
         while not self._closing and self._queue and not self._full():
-            remaining = until - loop.time()
-            if remaining <= 0:
+            now = loop.time()
+            self._drop_dead(now)
+            if not self._queue:
+                return
+            until = min(self._queue[0].enqueued + self.max_wait_s, min(e.deadline for e in self._queue))
+            if until <= now:
                 return
             self._wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+                await asyncio.wait_for(self._wakeup.wait(), until - now)
             except TimeoutError:
                 return
 
@@ -190,6 +203,7 @@ class Batcher:
                 live.append(entry)
         if gone or expired:
             self._queue = live
+            self._metrics.set_queue_depth(len(live))
             if gone:
                 self._metrics.dropped("client_gone", gone)
             if expired:

@@ -78,7 +78,7 @@ class Classifier:
             except DeadlineExceeded:
                 self.metrics.timeouts.inc()
                 raise RequestTimeout() from None
-        results.cancel()  # cancels every text's future: the batcher drops them before compute
+        self.batcher.cancel(futures)  # the batcher drops them before compute
         if watcher is not None and watcher in done:
             raise ClientGone()
         self.metrics.timeouts.inc()
