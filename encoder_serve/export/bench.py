@@ -83,7 +83,7 @@ def engines(package, checkpoint_dir: Path, work: Path, calibration: list[str], t
     exported = onnx_export.export_onnx(model, work / "exported.onnx")
     fp32 = package.model_path("fp32")
     int8 = {"static": work / "static.onnx", "dynamic": work / "dynamic.onnx"}
-    quantize.quantize_static_int8(fp32, int8["static"], tokenizer, calibration)
+    quantize.quantize_static_int8(exported, int8["static"], tokenizer, calibration)
     quantize.quantize_dynamic_int8(fp32, int8["dynamic"])
     return [
         ("PyTorch fp32", torch_engine(model), (checkpoint_dir / "model.safetensors").stat().st_size),

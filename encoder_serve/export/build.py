@@ -82,12 +82,14 @@ def evaluate(sess, tokenizer: Tokenizer, data: EvalData, labels: list[str]) -> d
     return out
 
 
-def build_int8(fp32_path: Path, work: Path, tokenizer: Tokenizer, data: EvalData, labels: list[str],
-               probe: list[str], threads: int) -> tuple[Path | None, dict, dict]:
+def build_int8(exported: Path, fp32_path: Path, work: Path, tokenizer: Tokenizer, data: EvalData,
+               labels: list[str], probe: list[str], threads: int) -> tuple[Path | None, dict, dict]:
     """Build, gate and measure every INT8 mode; returns (chosen graph or None, manifest entry, its metrics).
 
-    Preference: a graph that passed the gate and is batch-invariant (static, normally); else one that
-    passed the gate but is not (dynamic), marked batch_invariant=false so the service will not batch it.
+    Static INT8 starts from the graph as exported (see quantize_static_int8), dynamic from the fused one
+    (its fused Attention becomes QAttention). Preference: a graph that passed the gate and is
+    batch-invariant (static, normally); else one that passed the gate but is not (dynamic), marked
+    batch_invariant=false so the service will not batch it.
     """
     fp32_validation = runtime.logits(runtime.session(fp32_path, threads), tokenizer, data.validation.texts,
                                      GATE_BATCH_SIZE)
@@ -95,9 +97,10 @@ def build_int8(fp32_path: Path, work: Path, tokenizer: Tokenizer, data: EvalData
     for mode in quantize.MODES:
         path = work / f"model.int8.{mode}.onnx"
         if mode == "static":
-            quantize.quantize_static_int8(fp32_path, path, tokenizer, data.calibration)
+            quantize.quantize_static_int8(exported, path, tokenizer, data.calibration)
         else:
             quantize.quantize_dynamic_int8(fp32_path, path)
+        verify.check_graph(path)
         sess = runtime.session(path, threads)
         result = quantize.gate(fp32_validation, runtime.logits(sess, tokenizer, data.validation.texts,
                                                                GATE_BATCH_SIZE), data.validation.labels)
@@ -105,6 +108,9 @@ def build_int8(fp32_path: Path, work: Path, tokenizer: Tokenizer, data: EvalData
         result["batch_dependence"] = dependence
         result["batch_invariant"] = dependence <= quantize.BATCH_INVARIANCE_TOLERANCE
         result["size_bytes"] = path.stat().st_size
+        result["quantized_ops"] = quantize.quantized_ops(path)
+        if not result["quantized_ops"]:
+            result["passed"], result["reason"] = False, "the quantizer quantized no operator"
         candidates[mode], paths[mode] = result, path
         if result["passed"]:
             metrics[mode] = evaluate(sess, tokenizer, data, labels)
@@ -183,7 +189,7 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
             precisions["int8"] = {"file": None, "servable": False,
                                   "reason": "INT8 not built: no labelled validation data to gate it"}
         else:
-            chosen, precisions["int8"], int8_metrics = build_int8(fp32_path, work, tokenizer, data,
+            chosen, precisions["int8"], int8_metrics = build_int8(exported, fp32_path, work, tokenizer, data,
                                                                   config.labels, probe, threads)
             if chosen is not None:
                 shutil.copyfile(chosen, staging / "model.int8.onnx")

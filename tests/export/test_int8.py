@@ -72,6 +72,7 @@ def test_the_shipped_int8_passed_its_gate_on_the_validation_split(package, token
     assert result["passed"]
     assert entry["gate"]["top1_agreement"] == result["top1_agreement"]
     assert entry["mode"] == "static"
+    assert quantize.quantized_ops(package.model_path("int8")) == entry["candidates"]["static"]["quantized_ops"] > 0
 
 
 def test_dynamic_int8_scores_depend_on_batch_neighbours_but_static_int8_scores_do_not(
