@@ -21,6 +21,7 @@ class Outcome:
 
     status: int | None = None
     error: str | None = None  # "refused" | "no_response" | "cut" | "timeout"
+    detail: str = ""  # the exception behind `error`
     sent_at: float | None = None  # time.monotonic() when the last request byte was written
     done_at: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)

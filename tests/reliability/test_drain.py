@@ -55,6 +55,8 @@ def test_sigterm_under_load_completes_every_accepted_request(model_dir, texts, t
         "workers": workers, "connections": CONNECTIONS, "texts_per_request": 16,
         "accepted_before_signal": len(accepted), "in_flight_at_signal": len(in_flight),
         "accepted_not_200": len(lost), "lost_outcomes": sorted({outcome(o) for o in lost}),
+        "lost_details": [{"sent_s": round(o.sent_at - signalled, 3), "done_s": round(o.done_at - signalled, 3),
+                          "outcome": outcome(o), "detail": o.detail} for o in lost[:10]],
         "after_signal": {k: sum(1 for o in later if outcome(o) == k) for k in sorted({outcome(o) for o in later})},
         "cut_responses": len(cut), "exit_code": exit_code,
         "seconds_signal_to_exit": round(exited - signalled, 2)})
