@@ -146,11 +146,16 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def check_replaceable(package_dir: Path) -> None:
+    """An older package may be replaced, an unrelated directory never."""
+    if package_dir.exists() and any(package_dir.iterdir()) and not (package_dir / MANIFEST).is_file():
+        raise ValueError(f"{package_dir} exists and is not a model package; not overwriting it")
+
+
 def install(staging: Path, package_dir: Path) -> None:
-    """Move the finished package into place, replacing an older package but never an unrelated directory."""
+    """Move the finished package into place, replacing an older one."""
+    check_replaceable(package_dir)
     if package_dir.exists():
-        if any(package_dir.iterdir()) and not (package_dir / MANIFEST).is_file():
-            raise FileExistsError(f"{package_dir} exists and is not a model package; not overwriting it")
         shutil.rmtree(package_dir)
     staging.rename(package_dir)
 
@@ -160,6 +165,7 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
                   threads: int = 1) -> ModelPackage:
     """Export, verify, optimize, quantize and gate `checkpoint_dir` into the model package `package_dir`."""
     checkpoint_dir, package_dir = Path(checkpoint_dir), Path(package_dir)
+    check_replaceable(package_dir)  # before minutes of work, not after
     model, tokenizer, _ = load_checkpoint(checkpoint_dir)
     config = model.config
     data = load_eval_data(data_dir, config.labels, calibration_size) if data_dir else None

@@ -115,7 +115,7 @@ def test_export_refuses_to_overwrite_a_directory_that_is_not_a_package(tiny_chec
     target = tmp_path / "precious"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a model package"):
+    with pytest.raises(ValueError, match="not a model package"):
         build_package(tiny_checkpoint, target, name="p", version="1")
     assert (target / "notes.txt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["precious"]  # no staging directory left behind
