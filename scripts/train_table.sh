@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's from-scratch table: every position kind x norm placement, one small config, one run at a time.
-# Usage: scripts/train_table.sh [DATA] [RUNS_DIR]   (defaults: ../shared/data/emotion, runs)
+# Usage: [POSITIONS="learned relative"] [THREADS=2] scripts/train_table.sh [DATA] [RUNS_DIR]
+#        (defaults: all three position kinds, ../shared/data/emotion, runs)
 # Each run writes RUNS_DIR/table-<position>-<norm>/ (checkpoint, metrics.json, plots) and a .log beside it.
 set -euo pipefail
 DATA=${1:-../shared/data/emotion}
@@ -8,7 +9,7 @@ RUNS=${2:-runs}
 THREADS=${THREADS:-2}
 BIN=${BIN:-.venv/bin}
 mkdir -p "$RUNS"
-for position in learned sinusoidal relative; do
+for position in ${POSITIONS:-learned sinusoidal relative}; do
   for norm in pre post; do
     name="table-$position-$norm"
     "$BIN/encoder-serve" train --data "$DATA" --out "$RUNS/$name" \
