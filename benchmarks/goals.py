@@ -73,7 +73,8 @@ def evaluate(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
             ratio = best / best_throughput(naive)
             results.append(goal(precision, "naive", f">= {NAIVE_RATIO:g} x naive baseline", ratio,
                                 ratio >= NAIVE_RATIO,
-                                f"{best:,.0f} / {best_throughput(naive):,.0f} texts/s"))
+                                f"{best:,.0f} / {best_throughput(naive):,.0f} texts/s; in-process ceiling "
+                                f"{limit['texts_per_s'] / best_throughput(naive):.2f}x"))
 
         single = next((p for p in service["points"] if p["concurrency"] == 1), None)
         if single is not None:
