@@ -93,6 +93,14 @@ done
 mkdir -p "$WORK/tmp" "$WORK/custom"
 chmod 1777 "$WORK/tmp"
 cp -r "$MODEL_PACKAGE"/. "$WORK/custom/"
+# a different version in the mounted copy, so its answers prove which package served them
+python3 - "$WORK/custom/manifest.json" <<'PY'
+import json, sys
+manifest = json.load(open(sys.argv[1]))
+manifest["version"] = "mounted"
+json.dump(manifest, open(sys.argv[1], "w"), indent=2)
+PY
+chmod -R a+rX "$WORK/custom"
 mount --bind "$WORK/tmp" "$MNT/tmp" && BOUND+=("$MNT/tmp")
 mount --bind "$WORK/custom" "$MNT/mnt" && BOUND+=("$MNT/mnt")
 mount -t proc proc "$MNT/proc" 2>/dev/null && BOUND+=("$MNT/proc") || true
@@ -142,6 +150,7 @@ stop
 serve /mnt
 mounted=$(classify)
 stop
+case "$mounted" in *@mounted\ *) ;; *) die "MODEL_DIR=/mnt served '$mounted', not the mounted package";; esac
 
 mkdir -p "$(dirname "$RESULT")"
 python3 - "$RESULT" "$IMAGE" "$BASE_IMAGE" "$size_bytes" "$base_bytes" "$user" "$baked" "$mounted" <<'PY'
