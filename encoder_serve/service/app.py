@@ -31,14 +31,16 @@ from encoder_serve.service.state import Service
 
 
 def drain_on_signals(service: Service) -> None:
-    """Chain onto uvicorn's SIGTERM/SIGINT handlers: readiness goes false the moment a signal arrives."""
+    """Chain onto uvicorn's SIGTERM/SIGINT handlers: the moment a signal arrives readiness goes false and
+    the batcher stops holding texts for company, so the requests uvicorn waits for finish promptly."""
     if threading.current_thread() is not threading.main_thread():
         return
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
         if callable(previous):
             def handler(signum, frame, previous=previous):
-                service.begin_drain()
+                loop.call_soon_threadsafe(service.begin_drain)
                 previous(signum, frame)
             signal.signal(sig, handler)
 

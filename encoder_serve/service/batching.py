@@ -106,6 +106,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._hurry = False  # draining: stop holding texts for company
         self._seconds_per_text = 0.0  # moving average, for Retry-After
 
     @property
@@ -115,9 +116,14 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
+    def stop_waiting(self) -> None:
+        """Draining: run queued texts as soon as the model is free instead of holding them for company."""
+        self._hurry = True
+        self._wakeup.set()
+
     async def close(self) -> None:
         """Take no more work, run everything already queued, then stop the scheduler and the worker."""
-        self._closing = True
+        self._closing = self._hurry = True
         self._wakeup.set()
         if self._task is not None:
             await self._task
@@ -161,7 +167,7 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self.max_wait_s > 0:
+            if self.max_wait_s > 0 and not self._hurry:
                 await self._wait_for_company(loop)
             batch = self._take_batch(loop.time())
             if batch:
@@ -174,7 +180,7 @@ class Batcher:
     async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hold the queue until it fills a batch, its oldest text has waited max_wait_s, or a deadline
         comes; entries given up on meanwhile leave at once, so they never hold queue slots."""
-        while not self._closing and self._queue and not self._full():
+        while not self._hurry and self._queue and not self._full():
             now = loop.time()
             self._drop_dead(now)
             if not self._queue:

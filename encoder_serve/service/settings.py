@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, le=4096, description="Most texts in one model call.")
     max_batch_tokens: int = Field(16384, ge=1, description="Most padded tokens (texts x longest) in one call.")
     max_wait_ms: float = Field(
-        0.0, ge=0, le=10_000, description="How long the batcher may wait for company; 0 never waits (TEI).")
+        0.0, ge=0, le=60_000, description="How long the batcher may wait for company; 0 never waits (TEI).")
     max_queue_size: int = Field(1024, ge=1, description="Most texts waiting; beyond it requests get 429.")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="Deadline of a request; then 504.")
     max_inputs_per_request: int = Field(64, ge=1, le=4096)

@@ -27,9 +27,11 @@ class Service:
         return self.classifier is not None and not self.draining
 
     def begin_drain(self) -> None:
-        """Stop advertising readiness; uvicorn stops accepting and lets accepted requests finish."""
+        """Stop advertising readiness and run queued texts now; uvicorn lets accepted requests finish."""
         self.draining = True
         self.metrics.ready.set(0)
+        if self.classifier is not None:
+            self.classifier.batcher.stop_waiting()
 
 
 def get_service(request: Request) -> Service:

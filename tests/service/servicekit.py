@@ -39,7 +39,7 @@ class Reference:
 def metric(text: str, name: str, **labels: str) -> float:
     """One sample's value from Prometheus exposition text (0 when absent)."""
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith((name + "{", name + " ")):
             sample_labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
             if all(sample_labels.get(k) == v for k, v in labels.items()):
                 return float(line.rsplit(" ", 1)[1])

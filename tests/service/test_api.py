@@ -132,9 +132,9 @@ def test_metrics_count_requests_texts_and_batches(server):
     classify(server, {"inputs": TEXTS[:3]})
     classify(server, {"inputs": []})
     after = scrape(server.url)
-    ok = dict(route="/v1/classify", method="POST", status="200")
+    ok = {"route": "/v1/classify", "method": "POST", "status": "200"}
     assert metric(after, "encoder_serve_requests_total", **ok) == metric(before, "encoder_serve_requests_total", **ok) + 1
-    bad = dict(route="/v1/classify", method="POST", status="422")
+    bad = {"route": "/v1/classify", "method": "POST", "status": "422"}
     assert metric(after, "encoder_serve_requests_total", **bad) >= metric(before, "encoder_serve_requests_total", **bad) + 1
     assert metric(after, "encoder_serve_texts_total") == metric(before, "encoder_serve_texts_total") + 3
     assert metric(after, "encoder_serve_batch_size_count") > metric(before, "encoder_serve_batch_size_count")

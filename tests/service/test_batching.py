@@ -261,6 +261,18 @@ async def test_close_runs_everything_queued_at_once_then_refuses_new_work():
     assert [r.tolist() for r in results] == [expected(text(3, seed=i)) for i in range(5)]
 
 
+async def test_stop_waiting_runs_held_texts_at_once_and_still_accepts_work():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_wait_s=3600.0)
+    held = batcher.submit([text(3, seed=1)], deadline())
+    await asyncio.sleep(0)
+    batcher.stop_waiting()
+    later = batcher.submit([text(4, seed=2)], deadline())
+    results = await asyncio.wait_for(asyncio.gather(*held, *later), 30)
+    assert [r.tolist() for r in results] == [expected(text(3, seed=1)), expected(text(4, seed=2))]
+    await batcher.close()
+
+
 async def test_batch_metrics_count_texts_and_padding():
     model = GatedModel()
     registry = CollectorRegistry()

@@ -1,0 +1,47 @@
+"""A full queue answers 429 with Retry-After; a request past its deadline answers 504 and its texts are
+dropped before compute. A long MAX_WAIT_MS holds queued texts in place, so both happen deterministically."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+from live_server import LiveServer
+from servicekit import metric, scrape
+
+
+@pytest.fixture(scope="module")
+def holding(package):
+    env = {"MAX_WAIT_MS": "10000", "MAX_BATCH_SIZE": "64", "MAX_QUEUE_SIZE": "4", "MAX_INPUTS_PER_REQUEST": "4"}
+    with LiveServer(package, env=env) as live:
+        yield live
+
+
+def wait_for_queue_depth(url: str, depth: int) -> None:
+    while metric(scrape(url), "encoder_serve_queue_depth") != depth:
+        pass
+
+
+def test_full_queue_gets_429_with_retry_after_and_a_deadline_gets_504(holding):
+    replies = {}
+    waiting = threading.Thread(target=lambda: replies.setdefault("held", httpx.post(
+        holding.url + "/v1/classify", json={"inputs": ["a", "b", "c", "d"]},
+        headers={"X-Request-Timeout-Ms": "3000"}, timeout=60)))
+    waiting.start()
+    wait_for_queue_depth(holding.url, 4)  # those four texts wait for company, filling the queue
+
+    refused = httpx.post(holding.url + "/v1/classify", json={"inputs": "one more"}, timeout=60)
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "queue_full"
+    assert refused.headers["retry-after"].isdigit() and int(refused.headers["retry-after"]) >= 1
+
+    waiting.join(60)
+    held = replies["held"]
+    assert held.status_code == 504 and held.json()["error"]["type"] == "timeout"
+    after = scrape(holding.url)
+    assert metric(after, "encoder_serve_rejected_total", reason="queue_full") == 1
+    assert metric(after, "encoder_serve_timeouts_total") == 1
+    assert metric(after, "encoder_serve_dropped_total", reason="deadline") == 4
+    assert metric(after, "encoder_serve_texts_total") == 0  # nothing was computed for nobody
+    wait_for_queue_depth(holding.url, 0)
+    assert httpx.get(holding.url + "/healthz").status_code == 200
