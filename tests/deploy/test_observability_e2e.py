@@ -43,8 +43,11 @@ TEXTS = ["i feel wonderful today", "this is so frustrating", "i am scared of tom
 
 @pytest.fixture(scope="module")
 def service(tiny_package, tmp_path_factory):
-    env = {"MAX_INPUTS_PER_REQUEST": "16", "MAX_QUEUE_SIZE": "16", "MAX_BATCH_SIZE": "16"}
-    log = tmp_path_factory.mktemp("e2e") / "service.log"
+    work = tmp_path_factory.mktemp("e2e")
+    # metrics through a multiprocess directory, as the Kubernetes Deployment configures them
+    env = {"MAX_INPUTS_PER_REQUEST": "16", "MAX_QUEUE_SIZE": "16", "MAX_BATCH_SIZE": "16",
+           "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics")}
+    log = work / "service.log"
     with LiveServer(tiny_package, env=env, log_path=log) as server:
         yield server
 
