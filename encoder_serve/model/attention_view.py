@@ -13,10 +13,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from encoder_serve.model.checkpoint import load_checkpoint  # noqa: E402
+from encoder_serve.model.checkpoint import load_checkpoint
 
 
 def attention_for(checkpoint: str | Path, text: str) -> tuple[list[str], torch.Tensor]:

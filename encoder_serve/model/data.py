@@ -36,7 +36,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, indices: Sequence[int], name: str | None = None) -> "Split":
+    def subset(self, indices: Sequence[int], name: str | None = None) -> Split:
         return Split(name or self.name, [self.texts[i] for i in indices], [self.labels[i] for i in indices],
                      [self.sources[i] for i in indices])
 

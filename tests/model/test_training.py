@@ -16,7 +16,7 @@ from encoder_serve.tokenization import configure, train_wordpiece
 
 @pytest.fixture(scope="module")
 def small_data(emotion_dir):
-    rows = [json.loads(line) for line in open(emotion_dir / "train.jsonl")][:256]
+    rows = [json.loads(line) for line in (emotion_dir / "train.jsonl").read_text().splitlines()[:256]]
     labels = sorted({r["label"] for r in rows})
     tokenizer = configure(train_wordpiece((r["text"] for r in rows), vocab_size=600), 48)
     ids = tokenize(tokenizer, [r["text"] for r in rows])
