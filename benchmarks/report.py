@@ -23,6 +23,15 @@ def _cpus(cpus: list[int]) -> str:
     return ",".join(map(str, cpus))
 
 
+def busy_warning(results: dict) -> list[str]:
+    """Other work on the machine skews every number and the ratios between runs measured minutes apart."""
+    load = results["machine"]["load_average_at_start"][0]
+    if load <= 1.0:
+        return []
+    return [(f"**Warning: the machine was busy (1-minute load average {load} before the run started); "
+            "these numbers are not representative.**"), ""]
+
+
 def goals_table(goals: list[dict]) -> list[str]:
     lines = ["| precision | goal | target | measured | result | detail |", "| --- | --- | --- | --- | --- | --- |"]
     for g in goals:
@@ -61,6 +70,7 @@ def write_markdown(results: dict, path: Path) -> Path:
     lines = [
         "# encoder-serve benchmark results", "",
         f"Measured {machine_line(results)}.", "",
+        *busy_warning(results),
         f"Package `{results['package']['ref']}` ({results['package']['size']}), {s['threads']} compute "
         f"thread(s) for every contender; closed-loop wrk clients, one text per request sampled from the "
         f"emotion test split, {s['duration_s']} s per point after {s['warmup_s']} s of warm-up"
@@ -88,15 +98,17 @@ def plot(results: dict, path: Path) -> Path:
                             fontsize=7, color=line.get_color())
         for precision, limit in results["limits"].items():
             ax.axvline(limit["texts_per_s"], linestyle="--", linewidth=1, color="grey")
-            ax.annotate(f"in-process limit {precision}", (limit["texts_per_s"], ax.get_ylim()[0]),
-                        rotation=90, fontsize=7, color="grey", va="bottom", ha="right")
+            ax.text(limit["texts_per_s"], 0.02, f"in-process limit, {precision}", rotation=90, fontsize=7,
+                    color="grey", va="bottom", ha="right", transform=ax.get_xaxis_transform())
         ax.set_yscale("log")
         ax.set_xlabel("throughput (texts/s, one text per request)")
         ax.set_ylabel(f"{title} (ms, log scale)")
         ax.set_title(f"{title} as concurrency grows (labels: concurrent clients)")
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"encoder-serve, {results['package']['ref']}: {machine_line(results)[:110]}", fontsize=8)
+    m = results["machine"]
+    fig.suptitle(f"{results['package']['ref']} ({results['package']['size']}), {m['date']}, {m['cpu_model']}, "
+                 f"server on CPU {_cpus(m['server_cpus'])}, wrk on CPU {_cpus(m['client_cpus'])}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
