@@ -93,9 +93,9 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
 
 
 def adamw(model: EncoderClassifier, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no decay on biases, layer norms and embeddings' padding-free 1-D parameters (as in BERT)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    """AdamW with no weight decay on biases and layer-norm weights (every 1-D parameter), as in BERT."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
