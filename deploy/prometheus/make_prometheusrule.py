@@ -18,8 +18,9 @@ SOURCE = HERE / "alerts.yml"
 TARGET = HERE.parent / "k8s" / "base" / "prometheusrule.yaml"
 LABELS = {"app.kubernetes.io/name": "encoder-serve", "app.kubernetes.io/instance": "encoder-serve",
           "app.kubernetes.io/component": "server"}
-HEADER = ("# GENERATED from deploy/prometheus/alerts.yml by deploy/prometheus/make_prometheusrule.py: edit that\n"
-          "# file and rerun the script. Add the label your Prometheus' ruleSelector matches in an overlay.\n")
+HEADER = ("# GENERATED from deploy/prometheus/alerts.yml by deploy/prometheus/make_prometheusrule.py:\n"
+          "# edit that file and rerun the script. Add the label your Prometheus' ruleSelector matches in an\n"
+          "# overlay.\n")
 
 
 def prometheus_rule(rules: dict) -> dict:

@@ -9,12 +9,13 @@ which promtool checks and tests (test_prometheus_rules.py).
 
 from __future__ import annotations
 
+import json
 import math
 
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_config import ALERTS, K8S, OVERLAYS, adapter_rules, kustomize, load_yaml
+from deploy_config import ALERTS, DASHBOARD, K8S, OVERLAYS, adapter_rules, kustomize, load_yaml
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # 1.30: first with the preStop `sleep` action on by default
 CRD_GROUPS = ("monitoring.coreos.com/",)
@@ -38,7 +39,12 @@ def container(resources: list[dict]) -> dict:
 
 
 def config_env(resources: list[dict]) -> dict[str, str]:
-    return one(resources, "ConfigMap")["data"]
+    """The settings ConfigMap the container reads (its generated, hash-suffixed name must resolve)."""
+    [ref] = container(resources)["envFrom"]
+    name = ref["configMapRef"]["name"]
+    found = [r for r in resources if r["kind"] == "ConfigMap" and r["metadata"]["name"] == name]
+    assert len(found) == 1, f"envFrom names ConfigMap {name}, which the overlay does not define"
+    return found[0]["data"]
 
 
 def test_overlays_exist_for_dev_and_prod():
@@ -79,16 +85,18 @@ def test_service_pdb_and_deployment_select_the_pods(overlay):
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     selectors = {"Deployment": deployment["spec"]["selector"]["matchLabels"],
                  "Service": one(resources, "Service")["spec"]["selector"],
-                 "PodDisruptionBudget": one(resources, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]}
+                 "PodDisruptionBudget":
+                     one(resources, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]}
     for kind, selector in selectors.items():
-        assert selector and selector.items() <= pod_labels.items(), f"{kind} selector {selector} misses the pods"
+        assert selector and selector.items() <= pod_labels.items(), f"{kind} selector {selector} misses pods"
 
 
 def test_probes_hit_healthz_for_startup_and_liveness_and_readyz_for_readiness(overlay):
     _, resources = overlay
     c = container(resources)
     port_names = {p["name"] for p in c["ports"]}
-    paths = {probe: c[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")}
+    probes = ("startupProbe", "livenessProbe", "readinessProbe")
+    paths = {probe: c[probe]["httpGet"]["path"] for probe in probes}
     assert paths == {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
     assert all(c[probe]["httpGet"]["port"] in port_names for probe in paths)
     assert {"name": "http", "containerPort": 8000, "protocol": "TCP"} in c["ports"]
@@ -142,14 +150,15 @@ def test_hpa_scales_the_deployment_on_cpu_and_on_the_adapter_queue_depth_metric(
     resources = kustomize("prod")
     hpa = one(resources, "HorizontalPodAutoscaler")
     target = hpa["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", one(resources, "Deployment")["metadata"]["name"])
+    deployment = one(resources, "Deployment")
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     kinds = {m["type"]: m for m in hpa["spec"]["metrics"]}
     assert kinds["Resource"]["resource"]["name"] == "cpu"
     pods_metric = kinds["Pods"]["pods"]["metric"]["name"]
     exposed = {rule["name"]["as"] for rule in adapter_rules()}
-    assert pods_metric in exposed, f"HPA metric {pods_metric} is not one prometheus-adapter exposes: {exposed}"
-    assert "replicas" not in one(resources, "Deployment")["spec"], "the HPA owns replicas; a fixed count fights it"
+    assert pods_metric in exposed, f"HPA metric {pods_metric} is not one the adapter exposes: {exposed}"
+    assert "replicas" not in deployment["spec"], "the HPA owns replicas; a fixed count fights it"
 
 
 def test_dev_overlay_runs_one_pod_without_the_prometheus_operator():
@@ -172,7 +181,8 @@ def test_service_monitor_scrapes_the_service_metrics_port():
 def test_prometheus_rule_holds_exactly_the_alert_rules_file():
     rule = one(kustomize("prod"), "PrometheusRule")
     assert rule["spec"] == load_yaml(ALERTS), (
-        "deploy/k8s/base/prometheusrule.yaml is out of date: run python deploy/prometheus/make_prometheusrule.py")
+        "deploy/k8s/base/prometheusrule.yaml is out of date: "
+        "run python deploy/prometheus/make_prometheusrule.py")
 
 
 def test_base_has_one_resource_per_file():
@@ -181,3 +191,10 @@ def test_base_has_one_resource_per_file():
             continue
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         assert len(docs) == 1, f"{path.name} holds {len(docs)} resources"
+
+
+def test_prod_ships_the_dashboard_to_the_grafana_sidecar():
+    [dashboard] = [r for r in kustomize("prod")
+                   if r["kind"] == "ConfigMap" and "grafana_dashboard" in r["metadata"]["labels"]]
+    [content] = dashboard["data"].values()
+    assert json.loads(content) == json.loads(DASHBOARD.read_text())

@@ -120,7 +120,7 @@ def traffic(service, prometheus):
             statuses[classify(client, TEXTS[:1], **{"X-Request-Timeout-Ms": "1"})] += 1
             if statuses[429] and statuses[504]:
                 break
-    assert statuses[200] and statuses[429] and statuses[504], f"could not provoke 200, 429 and 504: {statuses}"
+    assert statuses[200] and statuses[429] and statuses[504], f"no 200, 429 and 504 each: {statuses}"
 
     stop = threading.Event()
 
@@ -156,9 +156,10 @@ def test_dashboard_variables_find_the_job_and_the_pod(prometheus, traffic):
         if variable["type"] != "query":
             continue
         # label_values(<selector>, <label>) is Grafana's call of /api/v1/label/<label>/values?match[]=
-        selector, label = variable["query"]["query"].removeprefix("label_values(").removesuffix(")").rsplit(", ", 1)
-        selector = selector.replace("$job", JOB)
-        r = httpx.get(f"{prometheus.url}/api/v1/label/{label}/values", params={"match[]": selector}, timeout=10)
+        call = variable["query"]["query"].removeprefix("label_values(").removesuffix(")")
+        selector, label = call.replace("$job", JOB).rsplit(", ", 1)
+        r = httpx.get(f"{prometheus.url}/api/v1/label/{label}/values", params={"match[]": selector},
+                      timeout=10)
         assert r.json()["data"], f"variable {variable['name']}: no {label} values for {selector}"
 
 

@@ -15,7 +15,8 @@ from deploy_config import (
 )
 
 REQUIRED_ALERTS = {"error rate": "EncoderServeHighErrorRate", "p99 latency": "EncoderServeHighLatencyP99",
-                   "queue saturation": "EncoderServeQueueSaturated", "429 rate": "EncoderServeRejectingRequests",
+                   "queue saturation": "EncoderServeQueueSaturated",
+                   "429 rate": "EncoderServeRejectingRequests",
                    "pods not ready": "EncoderServeNotReady", "target down": "EncoderServeTargetDown"}
 
 
