@@ -51,10 +51,13 @@ def evaluate(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
             continue
         best = best_throughput(service)
         ratio = best / limit["texts_per_s"]
+        busiest = max(service["points"], key=lambda p: p["throughput"])
         results.append(goal(precision, "saturation", f">= {SATURATION_RATIO} x in-process limit", ratio,
                             ratio >= SATURATION_RATIO,
                             f"{best:,.0f} / {limit['texts_per_s']:,.0f} texts/s "
-                            f"(limit at batch size {limit['best_batch_size']})"))
+                            f"(limit at batch size {limit['best_batch_size']}); CPU per text "
+                            f"{busiest['server_cpu_ms_per_request']:.2f} ms served vs "
+                            f"{limit['cpu_ms_per_text']:.2f} ms in-process"))
 
         off = find_run(runs, "service", precision, batching=False)
         if off is not None:

@@ -44,12 +44,13 @@ def goals_table(goals: list[dict]) -> list[str]:
 
 def limits_table(limits: dict[str, dict]) -> list[str]:
     sizes = [r["batch_size"] for r in next(iter(limits.values()))["sweep"]]
-    lines = ["| precision | " + " | ".join(f"batch {b}" for b in sizes) + " | single text p50 |",
-             "| --- |" + " --- |" * (len(sizes) + 1)]
+    lines = ["| precision | " + " | ".join(f"batch {b}" for b in sizes) + " | single text p50 | CPU ms/text |",
+             "| --- |" + " --- |" * (len(sizes) + 2)]
     for precision, limit in limits.items():
         cells = [f"**{r['texts_per_s']:,.0f}**" if r["batch_size"] == limit["best_batch_size"]
                  else f"{r['texts_per_s']:,.0f}" for r in limit["sweep"]]
-        lines.append(f"| {precision} | " + " | ".join(cells) + f" | {limit['single_text_p50_ms']:.2f} ms |")
+        lines.append(f"| {precision} | " + " | ".join(cells) + f" | {limit['single_text_p50_ms']:.2f} ms "
+                     f"| {limit['cpu_ms_per_text']:.2f} |")
     return lines
 
 

@@ -18,14 +18,14 @@ from benchmarks.workload import write_bodies
 
 
 def point(c: int, throughput: float, p50: float = 1.0) -> dict:
-    return {"concurrency": c, "throughput": throughput, "p50_ms": p50}
+    return {"concurrency": c, "throughput": throughput, "p50_ms": p50, "server_cpu_ms_per_request": 1.0}
 
 
 def run(kind: str, batching: bool, points: list[dict], precision: str = "fp32") -> dict:
     return {"kind": kind, "precision": precision, "batching": batching, "points": points}
 
 
-LIMITS = {"fp32": {"texts_per_s": 1000.0, "best_batch_size": 32, "single_text_p50_ms": 3.0,
+LIMITS = {"fp32": {"texts_per_s": 1000.0, "best_batch_size": 32, "single_text_p50_ms": 3.0, "cpu_ms_per_text": 1.0,
                    "sweep": [{"batch_size": 1, "texts_per_s": 250.0}, {"batch_size": 32, "texts_per_s": 1000.0}]}}
 
 
