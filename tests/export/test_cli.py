@@ -30,5 +30,6 @@ def test_bench_model_measures_every_engine_and_writes_json_and_plot(tiny_package
     assert engines[0] == "PyTorch fp32" and "ORT INT8 static" in engines and "ORT INT8 dynamic" in engines
     for r in report["results"]:
         assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"] and r["throughput_texts_per_s"] > 0
+        assert r["cpu_ms_per_text"] >= 0 and r["throughput_texts_per_cpu_s"] > 0
     assert (tmp_path / "bench-model.png").stat().st_size > 10_000
     assert "| PyTorch fp32 |" in capsys.readouterr().out
