@@ -14,7 +14,7 @@ from servicekit import metric, scrape
 
 def test_sigterm_finishes_every_accepted_request_then_exits_cleanly(package, reference):
     # a long MAX_WAIT_MS keeps the accepted texts queued until the drain flushes them
-    server = LiveServer(package, env={"MAX_WAIT_MS": "60000", "MAX_BATCH_SIZE": "64"}).start()
+    server = LiveServer(package, env={"PRECISION": "fp32", "MAX_WAIT_MS": "60000", "MAX_BATCH_SIZE": "64"}).start()
     texts = [f"request number {i} feels {'happy' if i % 2 else 'sad'}" for i in range(12)]
     replies: dict[int, httpx.Response] = {}
 
