@@ -7,6 +7,7 @@ limit and the naive baseline on the very same server cores with the same thread 
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -21,11 +22,12 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class CoreSplit:
     server: tuple[int, ...]
     client: tuple[int, ...]
+    compute_threads: int = 0  # 0: one per server core
 
     @property
     def threads(self) -> int:
-        """Compute threads a server gets: one per server core."""
-        return len(self.server)
+        """Compute threads (ONNX Runtime intra-op, torch) every contender gets."""
+        return self.compute_threads or len(self.server)
 
     @staticmethod
     def parse(spec: str) -> tuple[int, ...]:
@@ -43,9 +45,17 @@ class CoreSplit:
             return cls(server=cpus, client=cpus)
         return cls(server=cpus[:-1], client=cpus[-1:])
 
-    @property
-    def shared(self) -> bool:
-        return bool(set(self.server) & set(self.client))
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CoreSplit:
+        default = cls.default()
+        return cls(cls.parse(args.server_cpus) if args.server_cpus else default.server,
+                   cls.parse(args.client_cpus) if args.client_cpus else default.client, args.threads or 0)
+
+
+def add_core_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server-cpus", help="CPUs for the server, e.g. 0 or 0-2 (default: all but the last)")
+    parser.add_argument("--client-cpus", help="CPUs for wrk, e.g. 1 (default: the last CPU; may overlap)")
+    parser.add_argument("--threads", type=int, help="compute threads per contender (default: one per server CPU)")
 
 
 def taskset(cpus: tuple[int, ...], argv: list[str]) -> list[str]:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks.loadgen import wrk
-from benchmarks.machine import CoreSplit, taskset
+from benchmarks.machine import CoreSplit, add_core_arguments, taskset
 from benchmarks.servers import Contender, RunningServer
 from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
 
@@ -147,7 +147,8 @@ def profile(package: str, precision: str, concurrency: int, seconds: int, split:
                 "--idle" if mode == "wall" else "--gil"]), check=True, capture_output=True)
         load.join()
     title = (f"Profile: encoder-serve {precision} under {concurrency} closed-loop clients, one text per "
-             f"request ({Path(package).name}, {split.threads} compute thread(s), CPU {split.server})")
+             f"request ({Path(package).name}, {split.threads} compute thread(s), server on CPU "
+             f"{','.join(map(str, split.server))}, wrk and py-spy on CPU {','.join(map(str, split.client))})")
     path = out / f"profile-{precision}.md"
     path.write_text(markdown(title, seconds, recordings["wall"].read_text(), recordings["gil"].read_text()))
     return path
@@ -163,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra service setting, e.g. MAX_BATCH_SIZE=1 (repeatable)")
+    add_core_arguments(parser)
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.env)
-    path = profile(args.package, args.precision, args.concurrency, args.seconds, CoreSplit.default(),
+    path = profile(args.package, args.precision, args.concurrency, args.seconds, CoreSplit.from_args(args),
                    Path(args.out), extra)
     print(path.read_text())
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks import goals, report
 from benchmarks.loadgen import measure_point
-from benchmarks.machine import CoreSplit, describe, taskset
+from benchmarks.machine import CoreSplit, add_core_arguments, describe, taskset
 from benchmarks.servers import Contender, RunningServer
 from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
 from encoder_serve.package import ModelPackage, PackageError, load_package
@@ -108,8 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batching-off", default="fp32,int8",
                         help="precisions also measured with MAX_BATCH_SIZE=1 (default: all)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
-    parser.add_argument("--server-cpus", help="e.g. 0 or 0-2 (default: all but the last CPU)")
-    parser.add_argument("--client-cpus", help="e.g. 1 (default: the last CPU)")
+    add_core_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -123,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         mode["concurrency"] = tuple(int(c) for c in args.concurrency.split(","))
     if args.duration:
         mode["duration_s"] = args.duration
-    split = CoreSplit.default()
-    if args.server_cpus or args.client_cpus:
-        split = CoreSplit(CoreSplit.parse(args.server_cpus) if args.server_cpus else split.server,
-                          CoreSplit.parse(args.client_cpus) if args.client_cpus else split.client)
+    split = CoreSplit.from_args(args)
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / ("quick" if args.quick else "")
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
