@@ -3,7 +3,7 @@
 *Dynamic* quantization (`quantize_dynamic`) stores INT8 weights and computes each activation's scale at
 run time from the whole input tensor, so padding and the other texts in a batch change a text's scores
 (FINDINGS.md). *Static* quantization fixes every activation scale beforehand from calibration texts
-(QDQ around MatMul, per-channel weights), so a text's scores depend on that text alone: the precision a
+(QDQ around MatMul and the embedding lookups, per-channel weights), so a text's scores depend on that text alone: the precision a
 batching service can serve. Both are built, gated and measured; the package says which shipped and why.
 
 The gate (on the validation split, against the package's own fp32 graph): top-1 agreement >= 99% and
@@ -62,6 +62,9 @@ def quantize_static_int8(src: str | Path, dst: str | Path, tokenizer: Tokenizer,
                          calibration_texts: Sequence[str]) -> Path:
     """INT8 weights (per channel) and INT8 activations with scales fixed from `calibration_texts`.
 
+    MatMul (every projection, and the attention products) and Gather (the embedding tables, most of a
+    small model's bytes) are quantized; a lookup's scale is fixed too, so nothing depends on the batch.
+
     `src` must be the graph as exported, not the fused one: the quantizer cannot type the outputs of
     ONNX Runtime's contrib ops (Attention, SkipLayerNormalization) and silently quantizes nothing there.
     Activations are unsigned (U8S8), ONNX Runtime's fast path on x86 without VNNI (S8S8 measured 2x
@@ -70,8 +73,8 @@ def quantize_static_int8(src: str | Path, dst: str | Path, tokenizer: Tokenizer,
     if not calibration_texts:
         raise ValueError("static INT8 needs calibration texts")
     quantize_static(str(src), str(dst), _Calibration(tokenizer, calibration_texts),
-                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"], per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gather"],
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, extra_options={"WeightSymmetric": True})
     return Path(dst)
 
