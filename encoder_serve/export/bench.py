@@ -30,8 +30,9 @@ from encoder_serve.package import load_package
 from encoder_serve.tokenization import encode, load_tokenizer
 
 BATCH = 32
-LATENCY_TEXTS = 300
+LATENCY_TEXTS = 200
 WARMUP = 20
+ROUNDS = 3
 
 Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -56,21 +57,36 @@ def timed(predict: Predict, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarr
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def measure(name: str, predict: Predict, size_bytes: int, batches: list, single: list, labels: np.ndarray,
-            label_names: list[str]) -> Result:
-    """Wall clock is what a user sees; CPU time is what the model costs, and stays meaningful when other
-    processes share the cores (wall-clock tails then measure the scheduler, not the model)."""
-    for ids, mask in single[:WARMUP]:
-        predict(ids, mask)
-    single_times = np.array([timed(predict, ids, mask)[1:] for ids, mask in single])
-    batch_runs = [timed(predict, ids, mask) for ids, mask in batches]
-    predicted = np.concatenate([out.argmax(-1) for out, _, _ in batch_runs])
-    wall, cpu = (sum(run[i] for run in batch_runs) for i in (1, 2))
-    report = classification_report(labels, predicted, label_names)
-    p50, p95 = np.percentile(single_times[:, 0], [50, 95]) * 1000
-    return Result(name, report["accuracy"], report["macro_f1"], float(p50), float(p95),
-                  float(np.median(single_times[:, 1]) * 1000), len(labels) / wall, len(labels) / max(cpu, 1e-9),
-                  size_bytes / 1e6)
+def measure(engines: list, batches: list, single: list, labels: np.ndarray, label_names: list[str],
+            rounds: int = ROUNDS) -> list[Result]:
+    """Time every engine in interleaved rounds, so load from other processes falls on all of them alike.
+
+    Wall clock is what a user sees; CPU time is what the model costs, and stays meaningful when other
+    processes share the cores (wall-clock tails then measure the scheduler, not the model). Latencies pool
+    every round; throughput takes each engine's best round, as timeit does.
+    """
+    single_times = {name: [] for name, _, _ in engines}
+    batch_times = {name: [] for name, _, _ in engines}
+    predicted = {}
+    for round_ in range(rounds):
+        for name, predict, _ in engines:
+            if round_ == 0:
+                for ids, mask in single[:WARMUP]:
+                    predict(ids, mask)
+            single_times[name] += [timed(predict, ids, mask)[1:] for ids, mask in single]
+            runs = [timed(predict, ids, mask) for ids, mask in batches]
+            batch_times[name].append((sum(r[1] for r in runs), sum(r[2] for r in runs)))
+            predicted[name] = np.concatenate([out.argmax(-1) for out, _, _ in runs])
+    results = []
+    for name, _, size_bytes in engines:
+        report = classification_report(labels, predicted[name], label_names)
+        times = np.array(single_times[name])
+        p50, p95 = np.percentile(times[:, 0], [50, 95]) * 1000
+        wall, cpu = np.array(batch_times[name]).min(axis=0)
+        results.append(Result(name, report["accuracy"], report["macro_f1"], float(p50), float(p95),
+                              float(np.median(times[:, 1]) * 1000), len(labels) / wall,
+                              len(labels) / max(cpu, 1e-9), size_bytes / 1e6))
+    return results
 
 
 def onnx_engine(path: Path, threads: int, optimize: bool = True) -> Predict:
@@ -144,7 +160,7 @@ def plot(results: list[Result], path: Path, title: str) -> None:
 
 def bench_model(package_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
                 checkpoint_dir: str | Path | None = None, threads: int = 1,
-                latency_texts: int = LATENCY_TEXTS) -> list[Result]:
+                latency_texts: int = LATENCY_TEXTS, rounds: int = ROUNDS) -> list[Result]:
     """Benchmark every engine on the test split of `data_dir`; writes JSON and PNG to `out_dir`."""
     package = load_package(package_dir)
     checkpoint_dir = Path(checkpoint_dir or package.manifest["source"]["checkpoint"])
@@ -157,13 +173,12 @@ def bench_model(package_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     single = [encode(tokenizer, [t]) for t in texts[:latency_texts]]
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as work:
-        results = [measure(name, predict, size, batches, single, data.test.labels, package.labels)
-                   for name, predict, size in engines(package, checkpoint_dir, Path(work), data.calibration,
-                                                      tokenizer, threads)]
+        results = measure(engines(package, checkpoint_dir, Path(work), data.calibration, tokenizer, threads),
+                          batches, single, data.test.labels, package.labels, rounds)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"model": package.ref, "package": str(Path(package_dir).resolve()), "test_texts": len(texts),
-              "batch": BATCH, "latency_texts": len(single), "machine": machine(threads),
+              "batch": BATCH, "latency_texts": len(single), "rounds": rounds, "machine": machine(threads),
               "results": [asdict(r) for r in results]}
     (out_dir / "bench-model.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(results, out_dir / "bench-model.png", f"{package.ref}, {threads} thread(s)")

@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--out", type=Path, required=True, help="directory for the JSON and PNG results")
     bench.add_argument("--checkpoint", type=Path, help="source checkpoint (default: the one in the manifest)")
     bench.add_argument("--threads", type=int, default=1, help="threads for every engine (default: 1)")
+    bench.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default: 3)")
     bench.set_defaults(func=run_bench)
 
 
@@ -63,5 +64,6 @@ def run_export(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from encoder_serve.export.bench import bench_model
 
-    bench_model(args.package, args.data, args.out, checkpoint_dir=args.checkpoint, threads=args.threads)
+    bench_model(args.package, args.data, args.out, checkpoint_dir=args.checkpoint, threads=args.threads,
+                rounds=args.rounds)
     return 0

@@ -24,7 +24,8 @@ def test_export_command_reports_a_missing_checkpoint_in_one_line(tmp_path, capsy
 
 def test_bench_model_measures_every_engine_and_writes_json_and_plot(tiny_package, tiny_data_dir, tmp_path,
                                                                    capsys):
-    assert main(["bench-model", str(tiny_package), "--data", str(tiny_data_dir), "--out", str(tmp_path)]) == 0
+    assert main(["bench-model", str(tiny_package), "--data", str(tiny_data_dir), "--out", str(tmp_path),
+                 "--rounds", "2"]) == 0
     report = json.loads((tmp_path / "bench-model.json").read_text())
     engines = [r["engine"] for r in report["results"]]
     assert engines[0] == "PyTorch fp32" and "ORT INT8 static" in engines and "ORT INT8 dynamic" in engines
