@@ -50,13 +50,19 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def wrk_argv(url: str, bodies: Path, concurrency: int, seconds: int, cpus: tuple[int, ...],
+             route: str = "/v1/classify", timeout_s: int = 30) -> list[str]:
+    """The wrk command line, pinned to `cpus`, one wrk thread per client CPU."""
+    threads = max(1, min(len(cpus), concurrency))
+    return taskset(cpus, ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s",
+                          "--timeout", f"{timeout_s}s", "-s", str(LUA_SCRIPT), url + route,
+                          "--", str(bodies), route])
+
+
 def wrk(url: str, bodies: Path, concurrency: int, seconds: int, cpus: tuple[int, ...],
         route: str = "/v1/classify", timeout_s: int = 30) -> tuple[dict, float]:
     """Run wrk once (it takes whole seconds); returns (its WRK_JSON summary, its CPU seconds)."""
-    threads = max(1, min(len(cpus), concurrency))
-    argv = taskset(cpus, ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s",
-                          "--timeout", f"{timeout_s}s", "-s", str(LUA_SCRIPT), url + route,
-                          "--", str(bodies), route])
+    argv = wrk_argv(url, bodies, concurrency, seconds, cpus, route, timeout_s)
     before = children_cpu_seconds()
     done = subprocess.run(argv, capture_output=True, text=True, check=False,
                           timeout=seconds + timeout_s + 30)

@@ -23,11 +23,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from benchmarks.loadgen import wrk
+from benchmarks.loadgen import wrk_argv
 from benchmarks.machine import CoreSplit, add_core_arguments, taskset
 from benchmarks.servers import Contender, RunningServer
 from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
@@ -136,16 +135,19 @@ def profile(package: str, precision: str, concurrency: int, seconds: int, split:
     with tempfile.TemporaryDirectory() as tmp, \
             RunningServer(contender, split.server, Path(tmp) / "server.log") as server:
         bodies = write_bodies(load_texts(DEFAULT_DATA), Path(tmp) / "bodies.txt")
-        load = threading.Thread(target=wrk, args=(server.url, bodies, concurrency, 2 * seconds + 5,
-                                                  split.client))
-        load.start()
-        time.sleep(2)  # let the load reach steady state
-        for mode, path in recordings.items():
-            subprocess.run(taskset(split.client, [
-                py_spy(), "record", "--pid", str(server.pid), "--subprocesses", "--threads",
-                "--rate", str(RATE_HZ), "--duration", str(seconds), "--format", "raw", "--output", str(path),
-                "--idle" if mode == "wall" else "--gil"]), check=True, capture_output=True)
-        load.join()
+        # load for longer than needed (py-spy takes a while to attach); stopped once both recordings are in
+        load = subprocess.Popen(wrk_argv(server.url, bodies, concurrency, 10 * seconds + 60, split.client),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(2)  # let the load reach steady state
+            for mode, path in recordings.items():
+                subprocess.run(taskset(split.client, [
+                    py_spy(), "record", "--pid", str(server.pid), "--subprocesses", "--threads",
+                    "--rate", str(RATE_HZ), "--duration", str(seconds), "--format", "raw", "--output", str(path),
+                    "--idle" if mode == "wall" else "--gil"]), check=True, capture_output=True)
+        finally:
+            load.terminate()
+            load.wait()
     title = (f"Profile: encoder-serve {precision} under {concurrency} closed-loop clients, one text per "
              f"request ({Path(package).name}, {split.threads} compute thread(s), server on CPU "
              f"{','.join(map(str, split.server))}, wrk and py-spy on CPU {','.join(map(str, split.client))})")
