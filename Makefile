@@ -9,7 +9,7 @@ MODEL_DIR ?= models/emotion
 DATA ?= ../shared/data/emotion
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-serve test test-all serve model bench reliability image deploy-check lint clean
+.PHONY: help system-deps setup setup-serve test test-all serve model bench reliability image deploy-check lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,14 +26,21 @@ $(SERVE_VENV)/bin/.installed: pyproject.toml
 	$(SERVE_VENV)/bin/pip install -q -e '.[serve]'
 	touch $@
 
+system-deps: ## Debian packages the tests use: a real Prometheus server (+ promtool) and wrk
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v wrk >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing prometheus and wrk (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk >/dev/null; \
+	else echo "the tests need prometheus, promtool and wrk: sudo apt-get install prometheus wrk" >&2; exit 1; fi
+
 setup: $(BIN)/.installed ## development environment: training, export, serving and test tools (.venv)
 
 setup-serve: $(SERVE_VENV)/bin/.installed ## serving-only environment, no torch (.venv-serve)
 
-test: setup ## the default test suite (< 15 min on 2 cores)
+test: setup system-deps ## the default test suite (< 15 min on 2 cores)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: setup ## every test, slow suites included
+test-all: setup system-deps ## every test, slow suites included
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 serve: setup-serve ## run the service on the shipped default model (PORT, MODEL_DIR override)
@@ -42,16 +49,16 @@ serve: setup-serve ## run the service on the shipped default model (PORT, MODEL_
 model: setup ## rebuild the shipped default model package from $(DATA)
 	DATA=$(DATA) bash scripts/build_default_model.sh
 
-bench: setup ## performance benchmarks: results JSON, markdown table and plots under benchmarks/results
+bench: setup system-deps ## performance benchmarks: results JSON, markdown table and plots under benchmarks/results
 	$(BIN)/python -m benchmarks.run
 
-reliability: setup ## reliability suite: fuzzing, overload, drain, soak, slow clients, bad input, security
+reliability: setup system-deps ## reliability suite: fuzzing, overload, drain, soak, slow clients, bad input, security
 	$(BIN)/pytest tests/reliability -m "" $(PYTEST_ARGS)
 
 image: setup ## build the container image with podman (chroot isolation) on a local base and test it
 	bash deploy/image/build_and_test.sh
 
-deploy-check: setup ## hadolint, kustomize + schema validation, promtool rules and tests
+deploy-check: setup system-deps ## hadolint, kustomize + schema validation, promtool rules and tests
 	$(BIN)/pytest tests/deploy -m "not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff
