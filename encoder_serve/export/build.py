@@ -87,14 +87,15 @@ def build_int8(exported: Path, fp32_path: Path, work: Path, tokenizer: Tokenizer
     """Build, gate and measure every INT8 mode; returns (chosen graph or None, manifest entry, its metrics).
 
     Static INT8 starts from the graph as exported (see quantize_static_int8), dynamic from the fused one
-    (its fused Attention becomes QAttention). Preference: a graph that passed the gate and is
-    batch-invariant (static, normally); else one that passed the gate but is not (dynamic), marked
-    batch_invariant=false so the service will not batch it.
+    (its fused Attention becomes QAttention); `quantize.choose` picks what ships.
     """
     fp32_validation = runtime.logits(runtime.session(fp32_path, threads), tokenizer, data.validation.texts,
                                      GATE_BATCH_SIZE)
     candidates, paths, metrics = {}, {}, {}
     for mode in quantize.MODES:
+        if mode == "static" and not data.calibration:
+            candidates[mode] = {"passed": False, "reason": "no train split to calibrate the static scales"}
+            continue
         path = work / f"model.int8.{mode}.onnx"
         if mode == "static":
             quantize.quantize_static_int8(exported, path, tokenizer, data.calibration)
@@ -117,8 +118,7 @@ def build_int8(exported: Path, fp32_path: Path, work: Path, tokenizer: Tokenizer
         log.info("int8 %s: %s, agreement %.4f, drop %.2f points, batch dependence %.2g", mode,
                  result["reason"], result["top1_agreement"], result["accuracy_drop_points"], dependence)
 
-    passed = [m for m in quantize.MODES if candidates[m]["passed"]]
-    chosen = next((m for m in passed if candidates[m]["batch_invariant"]), passed[0] if passed else None)
+    chosen = quantize.choose(candidates)
     if chosen is None:
         entry = {"file": None, "servable": False, "mode": None, "batch_invariant": None,
                  "reason": "; ".join(f"{m}: {candidates[m]['reason']}" for m in quantize.MODES)}

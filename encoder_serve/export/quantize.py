@@ -99,3 +99,10 @@ def gate(fp32_logits: np.ndarray, int8_logits: np.ndarray, labels: np.ndarray) -
             "texts": len(labels), "top1_agreement": agreement, "accuracy_fp32": accuracy_fp32,
             "accuracy_int8": accuracy_int8, "accuracy_drop_points": drop,
             "min_top1_agreement": MIN_AGREEMENT, "max_accuracy_drop_points": MAX_ACCURACY_DROP}
+
+
+def choose(candidates: dict[str, dict]) -> str | None:
+    """The mode to ship: one that passed the gate and is batch-invariant (in MODES order), else one that
+    passed but is not (the service will refuse to batch it), else None."""
+    passed = [m for m in MODES if candidates.get(m, {}).get("passed")]
+    return next((m for m in passed if candidates[m]["batch_invariant"]), passed[0] if passed else None)

@@ -87,3 +87,30 @@ def test_dynamic_int8_scores_depend_on_batch_neighbours_but_static_int8_scores_d
     candidates = package.precision("int8")["candidates"]
     assert candidates["dynamic"]["batch_invariant"] is False
     assert candidates["static"]["batch_invariant"] is True
+
+
+@pytest.mark.parametrize(("static", "dynamic", "shipped"), [
+    ((True, True), (True, False), "static"),
+    ((False, True), (True, False), "dynamic"),  # ships, marked batch_invariant=false: never batched
+    ((False, True), (False, False), None),
+    ((True, False), (True, True), "dynamic"),  # hypothetical: an invariant one always wins
+])
+def test_a_batch_invariant_passing_int8_is_preferred_and_a_failing_one_never_ships(static, dynamic, shipped):
+    def candidate(passed_and_invariant):
+        return dict(zip(("passed", "batch_invariant"), passed_and_invariant))
+    assert quantize.choose({"static": candidate(static), "dynamic": candidate(dynamic)}) == shipped
+
+
+def test_without_a_train_split_static_int8_is_skipped_with_the_reason(tiny_checkpoint, tiny_data_dir, tmp_path):
+    from encoder_serve.export.build import build_package
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("validation", "test"):  # no train split: nothing to calibrate static scales with
+        (data / f"{split}.jsonl").write_text((tiny_data_dir / f"{split}.jsonl").read_text())
+    package = build_package(tiny_checkpoint, tmp_path / "package", name="p", version="1", data_dir=data)
+    entry = package.precision("int8")
+    assert entry["candidates"]["static"] == {"passed": False,
+                                             "reason": "no train split to calibrate the static scales"}
+    assert "static: no train split" in entry["reason"] or entry["mode"] == "dynamic"
+    assert package.servable("int8") == (package.path / "model.int8.onnx").is_file()
