@@ -24,8 +24,9 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503, 5
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def require_api_key(request: Request, service: ServiceDep) -> None:
-    """`Authorization: Bearer <API_KEY>` when API_KEY is set (compared in constant time)."""
+async def require_api_key(request: Request, service: ServiceDep) -> None:
+    """`Authorization: Bearer <API_KEY>` when API_KEY is set (compared in constant time). Dependencies are
+    `async def` so FastAPI calls them on the event loop instead of hopping to its thread pool per request."""
     key = service.settings.api_key
     if key is None:
         return
@@ -36,9 +37,9 @@ def require_api_key(request: Request, service: ServiceDep) -> None:
                        headers={"WWW-Authenticate": "Bearer"})
 
 
-def request_timeout(service: ServiceDep, x_request_timeout_ms: Annotated[int | None, Header(
+async def request_timeout(service: ServiceDep, x_request_timeout_ms: Annotated[int | None, Header(
         gt=0, description="Shorter deadline for this request, in ms (REQUEST_TIMEOUT_S caps it).")] = None
-                    ) -> float:
+                          ) -> float:
     limit = service.settings.request_timeout_s
     return limit if x_request_timeout_ms is None else min(limit, x_request_timeout_ms / 1000)
 

@@ -34,5 +34,6 @@ class Service:
             self.classifier.batcher.stop_waiting()
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    """async: a plain `def` dependency would run in the thread pool on every request."""
     return request.app.state.service
