@@ -56,7 +56,7 @@ async def lifespan(app: FastAPI):
     await asyncio.to_thread(runtime.warm_up)
     batcher = Batcher(runtime.predict, service.metrics, max_batch_size=settings.max_batch_size,
                       max_batch_tokens=settings.max_batch_tokens, max_wait_s=settings.max_wait_ms / 1000,
-                      max_queue_size=settings.max_queue_size)
+                      max_queue_size=settings.max_queue_size, max_padding=settings.max_padding_ratio)
     batcher.start()
     service.classifier = Classifier(runtime, batcher, service.metrics)
     service.metrics.model_info.labels(service.package.name, service.package.version, runtime.precision).set(1)

@@ -8,7 +8,8 @@ tokenizing the next requests while the current batch computes. With `max_wait_s 
 waits for company; a positive value lets the scheduler hold the oldest text up to that long to fill a batch.
 
 When more is queued than fits, the batch is built around the oldest text (so nothing starves) from the
-texts closest to it in length, adding at each step whichever neighbour adds fewer padding tokens.
+texts closest to it in length, adding at each step whichever neighbour adds fewer padding tokens, and
+stops growing before the batch's padding ratio passes `max_padding` (the rest runs next, without waiting).
 Entries whose caller has gone (cancelled future) or whose deadline has passed are dropped before compute.
 """
 
@@ -59,34 +60,43 @@ class Entry:
     enqueued: float = field(default=0.0)  # loop.time()
 
 
-def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int) -> list[int]:
+def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int, max_padding: float = 1.0) -> list[int]:
     """Indices of the texts to run together; `lengths[0]` is the oldest and is always chosen.
 
-    The batch costs `len(batch) * max(length)` padded tokens. Walking outwards from the oldest text in
-    length order, take the shorter neighbour (adds its padding) or the longer one (raises every row to its
-    length), whichever wastes fewer tokens, while the batch stays within `max_size` and `max_tokens`.
+    The batch costs `len(batch) * max(length)` padded tokens, and the model's work grows with them, not
+    with the real tokens: a batch half padding costs twice the CPU per text. Walking outwards from the
+    oldest text in length order, take the shorter neighbour (adds its padding) or the longer one (raises
+    every row to its length), whichever wastes fewer tokens among those that keep the batch within
+    `max_size` texts, `max_tokens` padded tokens and a padding ratio (padding / padded tokens) of
+    `max_padding`; stop when neither does. What is left runs in the next batch, as soon as the model is free.
     """
+    def fits(count: int, longest: int, total: int) -> bool:
+        padded = count * longest
+        return count <= max_size and padded <= max_tokens and padded - total <= max_padding * padded
+
     n = len(lengths)
-    if n <= max_size and n * max(lengths) <= max_tokens:
+    if fits(n, max(lengths), sum(lengths)):
         return list(range(n))
     order = sorted(range(n), key=lambda i: lengths[i])  # stable: ties stay oldest first
     lo = hi = order.index(0)
-    longest = lengths[0]
-    while hi - lo + 1 < max_size:
+    longest = total = lengths[0]
+    while True:
         count = hi - lo + 1
-        shorter = order[lo - 1] if lo > 0 else None
-        longer = order[hi + 1] if hi + 1 < n else None
-        waste_shorter = longest - lengths[shorter] if shorter is not None else math.inf
-        waste_longer = (lengths[longer] - longest) * count if longer is not None else math.inf
-        if shorter is not None and waste_shorter <= waste_longer and (count + 1) * longest <= max_tokens:
-            lo -= 1
-        elif longer is not None and (count + 1) * lengths[longer] <= max_tokens:
-            hi += 1
-            longest = lengths[longer]
-        elif shorter is not None and (count + 1) * longest <= max_tokens:
-            lo -= 1
-        else:
+        candidates = []  # (wasted tokens, side): ties go to the shorter neighbour
+        if lo > 0 and fits(count + 1, longest, total + lengths[order[lo - 1]]):
+            candidates.append((longest - lengths[order[lo - 1]], -1))
+        if hi + 1 < n and fits(count + 1, lengths[order[hi + 1]], total + lengths[order[hi + 1]]):
+            candidates.append(((lengths[order[hi + 1]] - longest) * count, 1))
+        if not candidates:
             break
+        _, side = min(candidates)
+        if side < 0:
+            lo -= 1
+            total += lengths[order[lo]]
+        else:
+            hi += 1
+            longest = lengths[order[hi]]
+            total += longest
     return sorted(order[lo: hi + 1])
 
 
@@ -94,13 +104,14 @@ class Batcher:
     """Owns the queue and the scheduler task; `predict` runs in one dedicated worker thread."""
 
     def __init__(self, predict: Predict, metrics: BatchMetrics, *, max_batch_size: int, max_batch_tokens: int,
-                 max_wait_s: float = 0.0, max_queue_size: int = 1024):
+                 max_wait_s: float = 0.0, max_queue_size: int = 1024, max_padding: float = 1.0):
         self._predict = predict
         self._metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.max_queue_size = max_queue_size
+        self.max_padding = max_padding
         self._queue: deque[Entry] = deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -220,7 +231,8 @@ class Batcher:
         if not self._queue:
             self._metrics.set_queue_depth(0)
             return []
-        chosen = select_batch([len(e.ids) for e in self._queue], self.max_batch_size, self.max_batch_tokens)
+        chosen = select_batch([len(e.ids) for e in self._queue], self.max_batch_size, self.max_batch_tokens,
+                              self.max_padding)
         if len(chosen) == len(self._queue):
             batch = list(self._queue)
             self._queue.clear()

@@ -101,6 +101,17 @@ def test_select_prefers_the_neighbour_that_adds_less_padding():
     assert select_batch([20, 21, 3], max_size=2, max_tokens=10_000) == [0, 1]
 
 
+def test_select_bounds_the_padding_ratio_of_a_batch():
+    lengths = [10, 40, 9, 38, 11, 20]
+    chosen = select_batch(lengths, max_size=64, max_tokens=10_000, max_padding=0.3)
+    assert chosen == [0, 2, 4]  # 9, 10, 11 around the oldest; 20 would make it 1 - 50/80 = 38% padding
+    assert select_batch(lengths, max_size=64, max_tokens=10_000, max_padding=1.0) == list(range(6))
+
+
+def test_select_with_no_padding_allowed_takes_only_equal_lengths():
+    assert select_batch([7, 8, 7, 6, 7], max_size=64, max_tokens=10_000, max_padding=0.0) == [0, 2, 4]
+
+
 def test_select_keeps_the_oldest_even_when_it_alone_fills_the_budget():
     assert select_batch([64, 3, 3], max_size=8, max_tokens=64) == [0]
 
@@ -180,6 +191,20 @@ async def test_queued_texts_are_grouped_by_length():
     model.release()
     results = await asyncio.gather(*first, *futures)
     assert model.batches[1:] == [[5, 6, 7], [60, 58, 59]]
+    assert [r.tolist() for r in results[1:]] == [expected(text(n, seed=n)) for n in lengths]
+    await batcher.close()
+
+
+async def test_padding_bound_splits_a_mixed_queue_and_runs_every_part_without_waiting():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_padding=0.1)
+    first = await busy(model, batcher)
+    lengths = [10, 60, 11, 58, 12, 59, 30]
+    futures = batcher.submit([text(n, seed=n) for n in lengths], deadline())
+    model.release()
+    results = await asyncio.wait_for(asyncio.gather(*first, *futures), 30)
+    assert model.batches[1:] == [[10, 11, 12], [60, 58, 59], [30]]  # 30 beside the 60s: 14% padding
+    assert all(1 - sum(b) / (len(b) * max(b)) <= 0.1 for b in model.batches)
     assert [r.tolist() for r in results[1:]] == [expected(text(n, seed=n)) for n in lengths]
     await batcher.close()
 
