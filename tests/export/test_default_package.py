@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import DEFAULT_PACKAGE
 
-from encoder_serve.export import runtime, verify
+from encoder_serve.export import quantize, runtime, verify
 from encoder_serve.package import load_package
 from encoder_serve.tokenization import load_tokenizer
 
@@ -39,6 +39,8 @@ def servable_precisions(package):
 
 def test_default_package_verifies_and_fits_the_repository_budget(package):
     assert package.servable("fp32")
+    if package.servable("int8"):  # an "INT8" graph the quantizer left untouched is fp32 under a false name
+        assert quantize.quantized_ops(package.model_path("int8")) > 0
     assert sum(f.stat().st_size for f in DEFAULT_PACKAGE.iterdir()) <= 25 * 2**20
     assert package.manifest["metrics"]["fp32"]["test"]["accuracy"] >= 0.85
 
