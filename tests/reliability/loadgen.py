@@ -47,6 +47,11 @@ class LoadResult:
         end = self.started + self.duration if end is None else end
         return sum(1 for o in self.outcomes if o.status == 200 and start <= o.done_at < end) / (end - start)
 
+    def goodput(self) -> float:
+        """200s per second from the first start to the last 200, so answers after the window count too."""
+        done = [o.done_at for o in self.outcomes if o.status == 200]
+        return len(done) / (max(done) - self.started) if done else 0.0
+
     def latencies(self, start: float | None = None, end: float | None = None) -> list[float]:
         start = self.started if start is None else start
         end = float("inf") if end is None else end

@@ -58,7 +58,7 @@ def test_three_times_capacity_is_shed_with_429_and_the_service_recovers(model_di
         counts = flood.count()
         shed = [o for o in flood.outcomes if o.status == 429]
         retry_after = [int(o.headers["retry-after"]) for o in shed if o.headers.get("retry-after", "").isdigit()]
-        goodput = flood.ok_per_second()
+        goodput = flood.goodput()
         offered = FACTOR * capacity * OVERLOAD_S
         ok_latencies = flood.latencies()
         result = {
