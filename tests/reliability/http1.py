@@ -1,11 +1,12 @@
 """A minimal HTTP/1.1 keep-alive client on asyncio streams, for load and fault tests.
 
-Why not httpx: the load suites must offer several thousand requests per second from the same two cores the
-service runs on, and must tell apart exactly what happened to each request -- refused at connect, dropped
-before any response byte, or cut in the middle of one -- together with the instant its last byte was
-written (the drain test compares that instant with the moment SIGTERM was sent). A bare client on asyncio
-streams is cheap enough for the first and transparent enough for the second. It speaks real HTTP/1.1 over
-real TCP to the real service; functional tests use httpx.
+Why not httpx or wrk: the load suites must offer hundreds of requests per second from the same two cores
+the service runs on, on a fixed schedule (open loop, which wrk does not do), and must tell apart exactly
+what happened to each request -- refused at connect, dropped before any response byte, or cut in the
+middle of one -- together with the instant its last byte was written (the drain test compares that
+instant with the moment SIGTERM was sent). A bare client on asyncio streams is cheap enough for the
+first and transparent enough for the second. It speaks real HTTP/1.1 over real TCP to the real service;
+functional tests use httpx, the benchmarks wrk.
 """
 
 from __future__ import annotations
