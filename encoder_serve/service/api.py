@@ -1,8 +1,8 @@
 """The /v1 API, health, readiness and metrics routes. Handlers are a few lines: the work is in
 `inference.Classifier`, validation in `schemas`, error mapping in `errors`.
 
-No `from __future__ import annotations` here: the request model is a class built at start-up, and FastAPI
-needs the handlers' annotations as real objects.
+The hot routes take only the `Request`: auth, the deadline header and the body are plain calls in the
+handler (no `Depends`, no FastAPI body parameter), while `openapi_extra` keeps the documented contract.
 """
 
 import hmac
@@ -10,23 +10,34 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.responses import Response
 from starlette.types import Receive
 
 from encoder_serve.service.errors import JSON, ApiError, error_response
 from encoder_serve.service.metrics import render
 from encoder_serve.service.schemas import ClassifyResponse, ErrorResponse, ModelsResponse
-from encoder_serve.service.state import Service, get_service
+from encoder_serve.service.state import Service
 
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503, 504)}
-ServiceDep = Annotated[Service, Depends(get_service)]
+TIMEOUT_HEADER = "x-request-timeout-ms"
+TIMEOUT_DOC = "Shorter deadline for this request, in ms (REQUEST_TIMEOUT_S caps it)."
+TIMEOUT_PARAMETER = {"name": TIMEOUT_HEADER, "in": "header", "required": False, "description": TIMEOUT_DOC,
+                     "schema": {"type": "integer", "exclusiveMinimum": 0, "title": "X-Request-Timeout-Ms"}}
+timeout_ms = TypeAdapter(Annotated[int, Field(gt=0)])
 
 
-async def require_api_key(request: Request, service: ServiceDep) -> None:
-    """`Authorization: Bearer <API_KEY>` when API_KEY is set (compared in constant time). Dependencies are
-    `async def` so FastAPI calls them on the event loop instead of hopping to its thread pool per request."""
+def service_of(request: Request) -> Service:
+    return request.app.state.service
+
+
+def authorize(service: Service, request: Request) -> None:
+    """`Authorization: Bearer <API_KEY>` when API_KEY is set (compared in constant time).
+
+    A plain call inside each handler, not a dependency: FastAPI resolves a `Depends` chain per request,
+    and runs a plain `def` one in its thread pool, which cost more than the model on the hot path."""
     key = service.settings.api_key
     if key is None:
         return
@@ -37,11 +48,35 @@ async def require_api_key(request: Request, service: ServiceDep) -> None:
                        headers={"WWW-Authenticate": "Bearer"})
 
 
-async def request_timeout(service: ServiceDep, x_request_timeout_ms: Annotated[int | None, Header(
-        gt=0, description="Shorter deadline for this request, in ms (REQUEST_TIMEOUT_S caps it).")] = None
-                          ) -> float:
+def request_timeout(service: Service, request: Request) -> float:
+    """Seconds this request may take: REQUEST_TIMEOUT_S, or less if X-Request-Timeout-Ms asks."""
     limit = service.settings.request_timeout_s
-    return limit if x_request_timeout_ms is None else min(limit, x_request_timeout_ms / 1000)
+    header = request.headers.get(TIMEOUT_HEADER)
+    if header is None:
+        return limit
+    try:
+        return min(limit, timeout_ms.validate_python(header) / 1000)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("header", TIMEOUT_HEADER)} for err in e.errors()]) from None
+
+
+def is_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/")
+                                                 and media_type.endswith("+json"))
+
+
+async def read_body(request: Request, model: type[BaseModel]) -> BaseModel:
+    """The JSON body validated in one pass (pydantic's Rust JSON parser, no dict in between), with the
+    errors FastAPI's body parameters would give; parsed here because FastAPI's generic body handling
+    (stdlib json, then dependency resolution) cost more per request than the model."""
+    body = await request.body()
+    if not is_json(request):
+        raise RequestValidationError([{"type": "dict_type", "loc": ("body",), "msg": "not JSON"}])
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
 
 
 async def client_gone(receive: Receive) -> None:
@@ -59,21 +94,27 @@ def rank(probabilities: Sequence[np.ndarray], labels: list[str], top_k: int | No
 
 def build_router(request_model: type[BaseModel]) -> APIRouter:
     router = APIRouter()
-    ClassifyRequest = request_model
-    inference = [Depends(require_api_key)]
+    request_schema = {"$ref": f"#/components/schemas/{request_model.__name__}"}  # app.document_model adds it
 
-    @router.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, dependencies=inference,
-                 tags=["inference"], summary="Classify one text or a batch of texts")
-    async def classify(body: ClassifyRequest, request: Request, service: ServiceDep,  # type: ignore[valid-type]
-                       timeout_s: Annotated[float, Depends(request_timeout)]) -> Response:
+    @router.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS, tags=["inference"],
+                 summary="Classify one text or a batch of texts", openapi_extra={
+                     "parameters": [TIMEOUT_PARAMETER], "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": request_schema}}}})
+    async def classify(request: Request) -> Response:
+        service = service_of(request)
+        authorize(service, request)
+        timeout_s = request_timeout(service, request)
+        body = await read_body(request, request_model)
         probabilities = await service.classifier.classify(
             body.inputs, truncate=body.truncate, timeout_s=timeout_s, client_gone=client_gone(request.receive))
         return JSON({"model": service.package.ref,
                      "predictions": rank(probabilities, service.package.labels, body.top_k)})
 
-    @router.get("/v1/models", response_model=ModelsResponse, dependencies=inference, tags=["inference"],
+    @router.get("/v1/models", response_model=ModelsResponse, responses={401: ERRORS[401]}, tags=["inference"],
                 summary="The served model, as its manifest describes it")
-    async def models(service: ServiceDep) -> Response:
+    async def models(request: Request) -> Response:
+        service = service_of(request)
+        authorize(service, request)
         package, runtime = service.package, service.classifier.runtime
         return JSON({"models": [{"name": package.name, "version": package.version, "ref": package.ref,
                                  "precision": runtime.precision, "labels": package.labels,
@@ -87,14 +128,15 @@ def build_router(request_model: type[BaseModel]) -> APIRouter:
 
     @router.get("/readyz", tags=["operations"], responses={503: {"model": ErrorResponse}},
                 summary="Readiness: model loaded and warmed up, not shutting down")
-    async def readyz(service: ServiceDep) -> Response:
+    async def readyz(request: Request) -> Response:
+        service = service_of(request)
         if service.ready:
             return JSON({"status": "ready", "model": service.package.ref})
         return error_response(503, "shutting down" if service.draining else "model not loaded yet")
 
     @router.get("/metrics", tags=["operations"], summary="Prometheus metrics")
-    async def metrics(service: ServiceDep) -> Response:
-        body, content_type = render(service.registry)
+    async def metrics(request: Request) -> Response:
+        body, content_type = render(service_of(request).registry)
         return Response(body, media_type=content_type)
 
     return router

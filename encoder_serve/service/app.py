@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 
 from encoder_serve.package import load_package
 from encoder_serve.service.api import build_router
@@ -43,6 +44,20 @@ def drain_on_signals(service: Service) -> None:
                 loop.call_soon_threadsafe(service.begin_drain)
                 previous(signum, frame)
             signal.signal(sig, handler)
+
+
+def document_model(app: FastAPI, model: type[BaseModel]) -> None:
+    """Add a model that routes parse themselves (so FastAPI never saw it) to the OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {})[model.__name__] = \
+                model.model_json_schema(ref_template="#/components/schemas/{model}")
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 @asynccontextmanager
@@ -82,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = Service(settings=settings, package=package, metrics=metrics, registry=registry)
     app.include_router(build_router(request_model))
     app.include_router(build_kserve_router(request_model))
+    document_model(app, request_model)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=metrics)  # added last = outermost: sees every response

@@ -70,7 +70,7 @@ def _validation_details(errors: Sequence[dict]) -> list[dict]:
     for e in errors:
         if e["type"] == "json_invalid":
             details.append({"field": "body", "message": f"invalid JSON: {e.get('ctx', {}).get('error', e['msg'])}"})
-        elif tuple(e["loc"]) == ("body",) and e["type"] in ("model_attributes_type", "dict_type"):
+        elif tuple(e["loc"]) == ("body",) and e["type"] in ("model_attributes_type", "model_type", "dict_type"):
             details.append({"field": "body", "message": "expected a JSON object (send Content-Type: application/json)"})
         else:
             details.append({"field": field_name(e["loc"]), "message": e["msg"]})

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import struct
 from importlib import metadata
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from encoder_serve.service.api import ERRORS, ServiceDep, client_gone, request_timeout, require_api_key
+from encoder_serve.service.api import (
+    ERRORS,
+    TIMEOUT_PARAMETER,
+    authorize,
+    client_gone,
+    request_timeout,
+    service_of,
+)
 from encoder_serve.service.errors import JSON, ApiError, field_name
 from encoder_serve.service.state import Service
 
@@ -151,7 +158,6 @@ def _model(service: Service, name: str, version: str | None = None) -> None:
 
 def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["kserve-v2"])
-    inference = [Depends(require_api_key)]
 
     @router.get("", summary="Server metadata")
     async def server_metadata() -> Response:
@@ -166,18 +172,22 @@ def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
         return JSON({"live": True})
 
     @router.get("/health/ready", summary="Server readiness", responses={503: {"model": ERRORS[503]["model"]}})
-    async def ready(service: ServiceDep) -> Response:
+    async def ready(request: Request) -> Response:
+        service = service_of(request)
         return JSON({"ready": service.ready}, status_code=200 if service.ready else 503)
 
     @router.get("/models/{name}/ready", summary="Model readiness")
     @router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
-    async def model_ready(service: ServiceDep, name: str, version: str | None = None) -> Response:
+    async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
+        service = service_of(request)
         _model(service, name, version)
         return JSON({"name": name, "ready": service.ready}, status_code=200 if service.ready else 503)
 
-    @router.get("/models/{name}", dependencies=inference, summary="Model metadata")
-    @router.get("/models/{name}/versions/{version}", dependencies=inference, summary="Model version metadata")
-    async def model_metadata(service: ServiceDep, name: str, version: str | None = None) -> Response:
+    @router.get("/models/{name}", summary="Model metadata")
+    @router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+    async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
+        service = service_of(request)
+        authorize(service, request)
         _model(service, name, version)
         package = service.package
         return JSON({"name": package.name, "versions": [package.version], "platform": "onnxruntime_onnx",
@@ -186,11 +196,15 @@ def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
                                  {"name": "label", "datatype": "BYTES", "shape": [-1]}],
                      "parameters": {"labels": package.labels, "max_length": package.max_length}})
 
-    @router.post("/models/{name}/infer", dependencies=inference, responses=ERRORS, summary="Inference")
-    @router.post("/models/{name}/versions/{version}/infer", dependencies=inference, responses=ERRORS,
-                 summary="Inference on a model version")
-    async def infer(request: Request, service: ServiceDep, name: str,
-                    timeout_s: Annotated[float, Depends(request_timeout)], version: str | None = None) -> Response:
+    timeout = {"parameters": [TIMEOUT_PARAMETER]}
+
+    @router.post("/models/{name}/infer", responses=ERRORS, summary="Inference", openapi_extra=timeout)
+    @router.post("/models/{name}/versions/{version}/infer", responses=ERRORS, summary="Inference on a model version",
+                 openapi_extra=timeout)
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        service = service_of(request)
+        authorize(service, request)
+        timeout_s = request_timeout(service, request)
         _model(service, name, version)
         infer, texts = await parse_infer_request(request)
         try:  # the same limits and messages as /v1/classify

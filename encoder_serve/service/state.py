@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
 from prometheus_client import CollectorRegistry
 
 from encoder_serve.package import ModelPackage
@@ -33,7 +32,3 @@ class Service:
         if self.classifier is not None:
             self.classifier.batcher.stop_waiting()
 
-
-async def get_service(request: Request) -> Service:
-    """async: a plain `def` dependency would run in the thread pool on every request."""
-    return request.app.state.service

@@ -67,10 +67,34 @@ def test_invalid_requests_get_422_naming_the_field(server, payload, field):
 
 @pytest.mark.parametrize("content, content_type", [(b'{"inputs": "unterminated', "application/json"),
                                                     (b'["a list"]', "application/json"),
-                                                    (b'{"inputs": "x"}', "application/x-www-form-urlencoded")])
+                                                    (b'{"inputs": "x"}', "application/x-www-form-urlencoded"),
+                                                    (b'{"inputs": "x"}', "")])
 def test_a_body_that_is_not_a_json_object_gets_422_naming_the_body(server, content, content_type):
     r = httpx.post(server.url + "/v1/classify", content=content, headers={"content-type": content_type})
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "body"
+
+
+@pytest.mark.parametrize("content, problem", [(b'{"inputs": "caf\xe9 \xff"}', "unicode"),
+                                              (b'{"inputs": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "recursion"),
+                                              (b'{"inputs": "x"} trailing', "trailing")])
+def test_malformed_json_gets_422_saying_what_is_wrong(server, content, problem):
+    r = httpx.post(server.url + "/v1/classify", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    (detail,) = r.json()["error"]["details"]
+    assert detail["field"] == "body" and "invalid JSON" in detail["message"] and problem in detail["message"]
+
+
+def test_json_with_a_charset_or_a_json_suffix_media_type_is_accepted(server):
+    for content_type in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        r = httpx.post(server.url + "/v1/classify", content=b'{"inputs": "x"}', headers={"content-type": content_type})
+        assert r.status_code == 200, content_type
+
+
+def test_the_openapi_document_describes_the_classify_body_and_the_timeout_header(server):
+    operation = httpx.get(server.url + "/openapi.json").json()["paths"]["/v1/classify"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ClassifyRequest"} and operation["requestBody"]["required"]
+    assert [p["name"] for p in operation["parameters"]] == ["x-request-timeout-ms"]
 
 
 def test_a_text_over_max_length_with_truncate_false_gets_422_naming_its_index(server):
@@ -90,8 +114,9 @@ def test_a_body_over_the_limit_gets_413_by_header_or_by_stream(server):
     assert chunked.status_code == 413 and "MAX_BODY_BYTES" in chunked.json()["error"]["message"]
 
 
-def test_a_bad_timeout_header_gets_422_naming_the_header(server):
-    r = classify(server, {"inputs": "x"}, headers={"X-Request-Timeout-Ms": "soon"})
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_a_bad_timeout_header_gets_422_naming_the_header(server, value):
+    r = classify(server, {"inputs": "x"}, headers={"X-Request-Timeout-Ms": value})
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "x-request-timeout-ms"
 
 
