@@ -22,12 +22,6 @@ def body(obj) -> bytes:
     return json.dumps(obj).encode()
 
 
-# Known service bugs, kept visible (strict: a fix turns them into failures until the mark goes).
-KNOWN_BUGS = {
-    case: pytest.mark.xfail(strict=True, reason="the service answers 400 'There was an error parsing the "
-                                                 "body', which does not say what is wrong with it")
-    for case in ("invalid_utf8", "deeply_nested_json")}
-
 # (case id, raw body, words of which the message must contain one)
 UNPROCESSABLE = [
     ("empty_string", body({"inputs": ""}), ("inputs",)),
@@ -62,8 +56,7 @@ UNPROCESSABLE = [
 ]
 
 
-@pytest.mark.parametrize("raw,words", [pytest.param(*c[1:], id=c[0], marks=KNOWN_BUGS.get(c[0], ()))
-                                       for c in UNPROCESSABLE])
+@pytest.mark.parametrize("raw,words", [c[1:] for c in UNPROCESSABLE], ids=[c[0] for c in UNPROCESSABLE])
 def test_malformed_classify_request_is_rejected_naming_the_problem(client, raw, words):
     response = client.post("/v1/classify", content=raw, headers=JSON)
     assert_error(response, {400, 422}, words)
