@@ -86,10 +86,16 @@ async def client_gone(receive: Receive) -> None:
 
 
 def rank(probabilities: Sequence[np.ndarray], labels: list[str], top_k: int | None) -> list[list[dict]]:
-    """Each text's labels sorted by score, highest first (ties keep label order), cut to top_k."""
-    scores = np.stack(probabilities)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k].tolist()
-    return [[{"label": labels[j], "score": row[j]} for j in idx] for idx, row in zip(order, scores.tolist())]
+    """Each text's labels sorted by score, highest first (ties keep label order), cut to top_k.
+
+    Plain Python on purpose: for a handful of labels per text, numpy's per-call overhead (stack, argsort)
+    cost more than the sort itself."""
+    ranked = []
+    for row in probabilities:
+        scores = row.tolist()
+        order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:top_k]  # stable
+        ranked.append([{"label": labels[j], "score": scores[j]} for j in order])
+    return ranked
 
 
 def build_router(request_model: type[BaseModel]) -> APIRouter:
