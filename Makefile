@@ -9,7 +9,7 @@ MODEL_DIR ?= models/emotion
 DATA ?= ../shared/data/emotion
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps setup setup-serve test test-all serve model bench reliability image deploy-check lint clean
+.PHONY: help system-deps setup setup-serve test test-all serve model bench reliability image deploy-check audit lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ image: setup ## build the container image with podman (chroot isolation) on a lo
 
 deploy-check: setup system-deps ## hadolint, kustomize + schema validation, promtool rules and tests
 	$(BIN)/pytest tests/deploy -m "not slow" $(PYTEST_ARGS)
+
+audit: setup ## vulnerability audit of the serving dependencies (pip-audit --strict + PyPI cross-check)
+	bash scripts/pip_audit.sh
 
 lint: setup ## ruff
 	$(BIN)/ruff check encoder_serve tests benchmarks
