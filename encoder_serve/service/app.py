@@ -103,5 +103,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(build_kserve_router(request_model))
     document_model(app, request_model)
     install_error_handlers(app)
-    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       max_concurrent_requests=settings.max_concurrent_requests)
     return app

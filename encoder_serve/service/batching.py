@@ -140,6 +140,12 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
 
+    def admit(self, count: int) -> None:
+        """Raise QueueFull now if `count` more texts could not be queued: checked before tokenizing, so an
+        overloaded service refuses work at the cost of a 429, not of the work it refuses."""
+        if len(self._queue) + count > self.max_queue_size:
+            raise QueueFull(len(self._queue), self.retry_after_s())
+
     def submit(self, sequences: Sequence[Sequence[int]], deadline: float) -> list[asyncio.Future]:
         """Queue one entry per sequence (all or none); each future resolves to that text's output row."""
         if self._closing:

@@ -55,10 +55,11 @@ class Classifier:
         """One probability row per text, in input order."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        tokenized = await self._tokenize(texts)
-        if not truncate and tokenized.truncated:
-            raise InputTooLong(tokenized.truncated[0], self.runtime.max_length)
         try:
+            self.batcher.admit(len(texts))
+            tokenized = await self._tokenize(texts)
+            if not truncate and tokenized.truncated:
+                raise InputTooLong(tokenized.truncated[0], self.runtime.max_length)
             futures = self.batcher.submit(tokenized.ids, deadline)
         except QueueFull:
             self.metrics.rejected.labels("queue_full").inc()

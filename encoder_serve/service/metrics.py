@@ -63,7 +63,8 @@ class ServiceMetrics:
         self.ready = Gauge(PREFIX + "ready", "1 when the worker takes traffic.", multiprocess_mode="livemin", **r)
         for reason in ("client_gone", "deadline"):
             self.dropped_texts.labels(reason)
-        self.rejected.labels("queue_full")
+        for reason in ("queue_full", "concurrency"):
+            self.rejected.labels(reason)
 
     # the batcher's side (batching.BatchMetrics)
     def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None:

@@ -3,6 +3,8 @@
 `RequestContext` gives every HTTP request an id (a sane incoming X-Request-ID is kept), echoes it in the
 response, counts and times the request by route template, tracks in-flight requests, writes one JSON
 log line, and enforces MAX_BODY_BYTES: 413 from Content-Length up front, or once a streamed body passes it.
+It also caps inference requests in progress (MAX_CONCURRENT_REQUESTS, as TEI's max_concurrent_requests):
+past the cap a request gets 429 before its body is read or tokenized, so overload costs little to refuse.
 """
 
 from __future__ import annotations
@@ -30,13 +32,23 @@ def incoming_request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def is_inference(scope: Scope) -> bool:
+    """POST /v1/classify or POST /v2/models/{name}/infer: the routes that queue work for the model."""
+    path = scope["path"]
+    return scope["method"] == "POST" and (path == "/v1/classify" or
+                                          (path.startswith("/v2/models/") and path.endswith("/infer")))
+
+
 class RequestContext:
     """One pure-ASGI layer for everything every HTTP request needs (one layer costs less than two)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int, max_concurrent_requests: int):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.max_concurrent = max_concurrent_requests
+        self.inference_in_progress = 0
+        self.too_many = f"more than {max_concurrent_requests} inference requests in progress; retry in 1 s"
         self.too_large = f"request body larger than {max_body_bytes} bytes (MAX_BODY_BYTES)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -55,14 +67,21 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        inference = is_inference(scope)
+        self.inference_in_progress += inference
         self.metrics.in_flight.inc()
         try:
             if self.declared_too_large(scope):
                 response = error_response(413, self.too_large, headers={"Connection": "close"})
                 await response(scope, receive, send_with_id)
+            elif inference and self.inference_in_progress > self.max_concurrent:
+                self.metrics.rejected.labels("concurrency").inc()
+                response = error_response(429, self.too_many, headers={"Retry-After": "1"})
+                await response(scope, receive, send_with_id)
             else:
                 await self.app(scope, self.limited(receive), send_with_id)
         finally:
+            self.inference_in_progress -= inference
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         0.0, ge=0, le=60_000, description="How long the batcher may wait for company; 0 never waits (TEI).")
     max_queue_size: int = Field(1024, ge=1, description="Most texts waiting; beyond it requests get 429.")
+    max_concurrent_requests: int = Field(
+        512, ge=1, description="Most inference requests in progress per worker; beyond it 429 at once, "
+                               "before the body is read (what keeps an overloaded service answering).")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="Deadline of a request; then 504.")
     max_inputs_per_request: int = Field(64, ge=1, le=4096)
     max_chars_per_input: int = Field(10_000, ge=1)

@@ -43,5 +43,29 @@ def test_full_queue_gets_429_with_retry_after_and_a_deadline_gets_504(holding):
     assert metric(after, "encoder_serve_timeouts_total") == 1
     assert metric(after, "encoder_serve_dropped_total", reason="deadline") == 4
     assert metric(after, "encoder_serve_texts_total") == 0  # nothing was computed for nobody
+    # the refused request was turned away before tokenization: only the held one was tokenized
+    assert metric(after, "encoder_serve_tokenization_duration_seconds_count") == 1
     wait_for_queue_depth(holding.url, 0)
     assert httpx.get(holding.url + "/healthz").status_code == 200
+
+
+def test_requests_past_the_concurrency_cap_get_429_before_their_body_is_read(package):
+    env = {"MAX_WAIT_MS": "10000", "MAX_BATCH_SIZE": "64", "MAX_CONCURRENT_REQUESTS": "1"}
+    with LiveServer(package, env=env) as live:
+        replies = {}
+        waiting = threading.Thread(target=lambda: replies.setdefault("held", httpx.post(
+            live.url + "/v1/classify", json={"inputs": "held for company"},
+            headers={"X-Request-Timeout-Ms": "3000"}, timeout=60)))
+        waiting.start()
+        wait_for_queue_depth(live.url, 1)
+
+        refused = httpx.post(live.url + "/v1/classify", json={"inputs": "one too many"}, timeout=60)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert "inference requests in progress" in refused.json()["error"]["message"]
+        assert httpx.get(live.url + "/healthz").status_code == 200  # the cap is for inference only
+
+        waiting.join(60)
+        after = scrape(live.url)
+        assert metric(after, "encoder_serve_rejected_total", reason="concurrency") == 1
+        assert metric(after, "encoder_serve_tokenization_duration_seconds_count") == 1
+        assert replies["held"].status_code == 504
