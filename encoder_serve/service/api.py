@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive
 
 from encoder_serve.service.errors import JSON, ApiError, error_response
@@ -140,7 +140,8 @@ def build_router(request_model: type[BaseModel]) -> APIRouter:
             return JSON({"status": "ready", "model": service.package.ref})
         return error_response(503, "shutting down" if service.draining else "model not loaded yet")
 
-    @router.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @router.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse,
+                responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics(request: Request) -> Response:
         body, content_type = render(service_of(request).registry)
         return Response(body, media_type=content_type)

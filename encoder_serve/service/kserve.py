@@ -176,15 +176,18 @@ def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
         service = service_of(request)
         return JSON({"ready": service.ready}, status_code=200 if service.ready else 503)
 
-    @router.get("/models/{name}/ready", summary="Model readiness")
-    @router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
+    missing = {404: ERRORS[422], 503: ERRORS[503]}  # unknown model or version; not ready
+    guarded = {**missing, 401: ERRORS[401]}
+
+    @router.get("/models/{name}/ready", summary="Model readiness", responses=missing)
+    @router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness", responses=missing)
     async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
         service = service_of(request)
         _model(service, name, version)
         return JSON({"name": name, "ready": service.ready}, status_code=200 if service.ready else 503)
 
-    @router.get("/models/{name}", summary="Model metadata")
-    @router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+    @router.get("/models/{name}", summary="Model metadata", responses=guarded)
+    @router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=guarded)
     async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
         service = service_of(request)
         authorize(service, request)
@@ -198,8 +201,10 @@ def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
 
     timeout = {"parameters": [TIMEOUT_PARAMETER]}
 
-    @router.post("/models/{name}/infer", responses=ERRORS, summary="Inference", openapi_extra=timeout)
-    @router.post("/models/{name}/versions/{version}/infer", responses=ERRORS, summary="Inference on a model version",
+    @router.post("/models/{name}/infer", responses={**ERRORS, **missing}, summary="Inference",
+                 openapi_extra=timeout)
+    @router.post("/models/{name}/versions/{version}/infer", responses={**ERRORS, **missing},
+                 summary="Inference on a model version",
                  openapi_extra=timeout)
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         service = service_of(request)
