@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -38,11 +39,12 @@ class LiveServer:
         self.startup_timeout = startup_timeout
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen | None = None
+        self._log = None
 
-    def start(self) -> "LiveServer":
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+    def start(self) -> LiveServer:
+        self._log = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen([sys.executable, "-m", "encoder_serve.service"], env=self.env,
-                                        stdout=log, stderr=subprocess.STDOUT if self.log_path else log)
+                                        stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -71,8 +73,11 @@ class LiveServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+        finally:
+            if self._log is not None:
+                self._log.close()
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -68,7 +68,7 @@ class EncoderConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EncoderConfig":
+    def from_dict(cls, data: dict) -> EncoderConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -254,7 +254,7 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        B, T = input_ids.shape
+        _B, T = input_ids.shape
         x = self.embeddings(input_ids)  # (B, T, C)
         # 0 for real keys, the most negative float for padding keys: (B, 1, 1, T)
         bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
