@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 from encoder_serve.model.encoder import EncoderClassifier, EncoderConfig
-from encoder_serve.tokenization import configure
+from encoder_serve.tokenization import configure, encode
 
 CHECKPOINT_FORMAT = "encoder-serve-checkpoint/1"
 
@@ -60,8 +60,6 @@ def load_checkpoint(path: str | Path) -> tuple[EncoderClassifier, Tokenizer, dic
 def predict_logits(model: EncoderClassifier, tokenizer: Tokenizer, texts: list[str],
                    batch_size: int = 64) -> torch.Tensor:
     """Logits for `texts` (N, num_labels), batched, in input order."""
-    from encoder_serve.tokenization import encode
-
     model.eval()
     out = []
     for i in range(0, len(texts), batch_size):
