@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from encoder_serve.package import load_package
-from encoder_serve.service.api import build_router
+from encoder_serve.service.api import ClassifyEndpoint, build_router
 from encoder_serve.service.batching import Batcher
 from encoder_serve.service.errors import install_error_handlers
 from encoder_serve.service.inference import Classifier
@@ -99,10 +99,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="encoder-serve", summary=f"Text classification with {package.ref}",
                   version=package.version, lifespan=lifespan, telemetry=NO_TELEMETRY)
     app.state.service = Service(settings=settings, package=package, metrics=metrics, registry=registry)
-    app.include_router(build_router(request_model))
+    router = build_router(request_model)
+    app.include_router(router)
     app.include_router(build_kserve_router(request_model))
     document_model(app, request_model)
     install_error_handlers(app)
     app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       max_concurrent_requests=settings.max_concurrent_requests)
+                       max_concurrent_requests=settings.max_concurrent_requests,
+                       endpoints={("POST", "/v1/classify"): ClassifyEndpoint(app, router, request_model)})
     return app

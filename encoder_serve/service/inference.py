@@ -64,7 +64,8 @@ class Classifier:
         except QueueFull:
             self.metrics.rejected.labels("queue_full").inc()
             raise
-        results = asyncio.gather(*futures)
+        # one text (the common request) waits on its own future: a gather would cost a task per request
+        results = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
         watcher = asyncio.ensure_future(client_gone) if client_gone is not None else None
         try:
             done, _ = await asyncio.wait({results} | ({watcher} if watcher else set()),
@@ -75,7 +76,7 @@ class Classifier:
                 watcher.cancel()
         if results in done:
             try:
-                return results.result()
+                return [results.result()] if len(futures) == 1 else results.result()
             except DeadlineExceeded:
                 self.metrics.timeouts.inc()
                 raise RequestTimeout() from None

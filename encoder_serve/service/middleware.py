@@ -3,6 +3,7 @@
 `RequestContext` gives every HTTP request an id (a sane incoming X-Request-ID is kept), echoes it in the
 response, counts and times the request by route template, tracks in-flight requests, writes one JSON
 log line, and enforces MAX_BODY_BYTES: 413 from Content-Length up front, or once a streamed body passes it.
+Routes listed in `endpoints` (the hot POST /v1/classify) are called directly, skipping FastAPI's routing.
 It also caps inference requests in progress (MAX_CONCURRENT_REQUESTS, as TEI's max_concurrent_requests):
 past the cap a request gets 429 before its body is read or tokenized, so overload costs little to refuse.
 """
@@ -42,8 +43,10 @@ def is_inference(scope: Scope) -> bool:
 class RequestContext:
     """One pure-ASGI layer for everything every HTTP request needs (one layer costs less than two)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int, max_concurrent_requests: int):
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int, max_concurrent_requests: int,
+                 endpoints: dict[tuple[str, str], ASGIApp] | None = None):
         self.app = app
+        self.endpoints = endpoints or {}  # (method, path) -> ASGI endpoint called without FastAPI's routing
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_concurrent = max_concurrent_requests
@@ -79,7 +82,8 @@ class RequestContext:
                 response = error_response(429, self.too_many, headers={"Retry-After": "1"})
                 await response(scope, receive, send_with_id)
             else:
-                await self.app(scope, self.limited(receive), send_with_id)
+                endpoint = self.endpoints.get((scope["method"], scope["path"]), self.app)
+                await endpoint(scope, self.limited(receive), send_with_id)
         finally:
             self.inference_in_progress -= inference
             self.metrics.in_flight.dec()
