@@ -9,7 +9,7 @@ MODEL_DIR ?= models/emotion
 DATA ?= ../shared/data/emotion
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps setup setup-serve test test-all serve model bench reliability image deploy-check audit lint clean
+.PHONY: help system-deps setup setup-serve test test-all serve model pareto bench reliability image deploy-check audit lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ serve: setup-serve ## run the service on the shipped default model (PORT, MODEL_
 
 model: setup ## rebuild the shipped default model package from $(DATA)
 	DATA=$(DATA) bash scripts/build_default_model.sh
+
+pareto: setup ## accuracy/latency/size of every trained variant under runs/: benchmarks/results/pareto
+	$(BIN)/python -m benchmarks.pareto --data $(DATA) runs/teacher runs/student-* runs/table-*
 
 bench: setup system-deps ## performance benchmarks: results JSON, markdown table and plots under benchmarks/results
 	$(BIN)/python -m benchmarks.run

@@ -55,7 +55,8 @@ def evaluate(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
         results.append(goal(precision, "saturation", f">= {SATURATION_RATIO} x in-process limit", ratio,
                             ratio >= SATURATION_RATIO,
                             f"{best:,.0f} / {limit['texts_per_s']:,.0f} texts/s "
-                            f"(limit at batch size {limit['best_batch_size']}); CPU per text "
+                            f"(limit at batch size {limit['best_batch_size']}"
+                            f"{', grouped by length' if limit.get('best_order') == 'length' else ''}); CPU per text "
                             f"{busiest['server_cpu_ms_per_request']:.2f} ms served vs "
                             f"{limit['cpu_ms_per_text']:.2f} ms in-process"))
 

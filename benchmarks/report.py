@@ -32,6 +32,9 @@ def busy_warning(results: dict) -> list[str]:
             "these numbers are not representative.**"), ""]
 
 
+ORDER_NAMES = {"arrival": "arrival order", "length": "grouped by length"}
+
+
 def goals_table(goals: list[dict]) -> list[str]:
     lines = ["| precision | goal | target | measured | result | detail |", "| --- | --- | --- | --- | --- | --- |"]
     for g in goals:
@@ -43,14 +46,19 @@ def goals_table(goals: list[dict]) -> list[str]:
 
 
 def limits_table(limits: dict[str, dict]) -> list[str]:
-    sizes = [r["batch_size"] for r in next(iter(limits.values()))["sweep"]]
-    lines = ["| precision | " + " | ".join(f"batch {b}" for b in sizes) + " | single text p50 | CPU ms/text |",
-             "| --- |" + " --- |" * (len(sizes) + 2)]
+    """One row per precision and batch order (arrival order, or grouped by length); the limit in bold."""
+    sizes = sorted({r["batch_size"] for limit in limits.values() for r in limit["sweep"]})
+    lines = ["| precision | batches | " + " | ".join(f"batch {b}" for b in sizes)
+             + " | single text p50 | CPU ms/text at the limit |", "| --- | --- |" + " --- |" * (len(sizes) + 2)]
     for precision, limit in limits.items():
-        cells = [f"**{r['texts_per_s']:,.0f}**" if r["batch_size"] == limit["best_batch_size"]
-                 else f"{r['texts_per_s']:,.0f}" for r in limit["sweep"]]
-        lines.append(f"| {precision} | " + " | ".join(cells) + f" | {limit['single_text_p50_ms']:.2f} ms "
-                     f"| {limit['cpu_ms_per_text']:.2f} |")
+        orders = dict.fromkeys(r.get("order", "arrival") for r in limit["sweep"])
+        for order in orders:
+            rows = {r["batch_size"]: r for r in limit["sweep"] if r.get("order", "arrival") == order}
+            best = limit.get("best_order", "arrival") == order
+            cells = ["–" if b not in rows else f"**{rows[b]['texts_per_s']:,.0f}**"
+                     if best and b == limit["best_batch_size"] else f"{rows[b]['texts_per_s']:,.0f}" for b in sizes]
+            lines.append(f"| {precision} | {ORDER_NAMES.get(order, order)} | " + " | ".join(cells)
+                         + f" | {limit['single_text_p50_ms']:.2f} ms | {limit['cpu_ms_per_text']:.2f} |")
     return lines
 
 

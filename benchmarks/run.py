@@ -1,6 +1,7 @@
 """`python -m benchmarks.run` (= `make bench`): every contender measured side by side in one run.
 
-1. The limit: ONNX Runtime in-process on the server cores, per precision, at every batch size.
+1. The limit: ONNX Runtime in-process on the server cores, per precision, at every batch size, with
+   batches in arrival order and grouped by length.
 2. Over HTTP, one text per request, closed-loop wrk clients at each concurrency: encoder-serve with
    batching (fp32, int8), encoder-serve with batching off (MAX_BATCH_SIZE=1), the naive baseline.
 3. The goals (benchmarks.goals) from those numbers; results.json, results.md and throughput_latency.png.
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     for precision in precisions:
         limit = measure_limit(package, precision, split, mode["limit_s"], args.data)
         results["limits"][precision] = limit
-        log(f"limit {precision}: {limit['texts_per_s']:,.0f} texts/s at batch {limit['best_batch_size']}, "
+        log(f"limit {precision}: {limit['texts_per_s']:,.0f} texts/s at batch {limit['best_batch_size']} "
+            f"({limit['best_order']} order), "
             f"single text {limit['single_text_p50_ms']:.2f} ms")
 
     failed = False
