@@ -85,11 +85,11 @@ def int8_graph(checkpoint: Path, work: Path, calibration: list[str]) -> Path:
     return int8
 
 
-def measure(variants: list[Variant], graphs: list[Path], data_dir: Path, threads: int, rounds: int) -> None:
+def measure(variants: list[Variant], graphs: list[Path], data_dir: str, threads: int, rounds: int) -> None:
     """Fill in each variant's numbers; rounds interleave the variants so load falls on all alike."""
     from encoder_serve.export import runtime
     from encoder_serve.export.bench import timed
-    from encoder_serve.export.build import load_eval_data
+    from encoder_serve.export.build import data_options, load_eval_data
     from encoder_serve.model.metrics import classification_report
     from encoder_serve.tokenization import encode, load_tokenizer
 
@@ -97,7 +97,7 @@ def measure(variants: list[Variant], graphs: list[Path], data_dir: Path, threads
     for variant, graph in zip(variants, graphs):
         config = json.loads((Path(variant.checkpoint) / "config.json").read_text())["encoder"]
         tokenizer = load_tokenizer(Path(variant.checkpoint) / "tokenizer.json", config["max_length"])
-        data = load_eval_data(data_dir, config["labels"], calibration_size=0)
+        data = load_eval_data(data_dir, config["labels"], calibration_size=0, **data_options(variant.checkpoint))
         texts = data.test.texts
         batches = [encode(tokenizer, texts[i: i + BATCH]) for i in range(0, len(texts), BATCH)]
         single = [encode(tokenizer, [t]) for t in texts[:LATENCY_TEXTS]]
@@ -139,8 +139,8 @@ def mark_frontier(variants: list[Variant]) -> None:
 
 
 def table(variants: list[Variant], shipped: str | None) -> str:
-    lines = ["| variant | params | test acc. PyTorch fp32 | test acc. ORT INT8 | macro-F1 | p50 ms (1 text) "
-             "| texts/s (batch 32) | vs teacher | MB (INT8) | frontier |",
+    lines = [("| variant | params | test acc. PyTorch fp32 | test acc. ORT INT8 | macro-F1 | p50 ms (1 text) "
+             "| texts/s (batch 32) | vs teacher | MB (INT8) | frontier |"),
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
     for v in sorted(variants, key=lambda v: -v.accuracy):
         name = f"**{v.name}** (shipped)" if v.name == shipped else v.name
@@ -149,8 +149,8 @@ def table(variants: list[Variant], shipped: str | None) -> str:
         lines.append(f"| {name} | {v.params_m:.1f} M | {fp32} | {v.accuracy:.2f}% | {v.macro_f1:.1f} | "
                      f"{v.latency_p50_ms:.2f} | {v.throughput_texts_per_s:,.0f} | {speed} | {v.size_mb:.1f} | "
                      f"{'yes' if v.pareto else ''} |")
-    lines += ["", "Commands that reproduce each checkpoint (then `encoder-serve export CHECKPOINT PACKAGE "
-              "--data ../shared/data/emotion` for its package):", ""]
+    lines += ["", ("Commands that reproduce each checkpoint (then `encoder-serve export CHECKPOINT PACKAGE "
+              "--data ../shared/data/emotion` for its package):"), ""]
     lines += [f"- {v.name}: `{v.command}`" for v in sorted(variants, key=lambda v: -v.accuracy)]
     return "\n".join(lines) + "\n"
 
@@ -187,7 +187,7 @@ def plot(variants: list[Variant], teacher: Variant | None, path: Path, title: st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint directories (encoder-serve train)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "pareto")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "pareto", help="cache of exported graphs")
     parser.add_argument("--teacher", default="teacher", help="the variant the speed-ups are relative to")
@@ -201,7 +201,7 @@ def main() -> None:
     from safetensors import safe_open
 
     from encoder_serve.export.bench import machine
-    from encoder_serve.export.build import load_eval_data
+    from encoder_serve.export.build import data_options, load_eval_data
 
     torch.set_num_threads(args.threads)
     checkpoints = [c for c in args.checkpoints if (c / "model.safetensors").is_file() and (c / "config.json").is_file()]
@@ -214,8 +214,9 @@ def main() -> None:
         metrics_file = checkpoint / "metrics.json"
         fp32 = json.loads(metrics_file.read_text()).get("test", {}).get("accuracy") if metrics_file.is_file() else None
         with safe_open(str(checkpoint / "model.safetensors"), "np") as f:
-            params = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
-        calibration = load_eval_data(args.data, config["encoder"]["labels"], calibration_size=512).calibration
+            params = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f)
+        calibration = load_eval_data(args.data, config["encoder"]["labels"], calibration_size=512,
+                                     **data_options(checkpoint)).calibration
         print(f"exporting {checkpoint} ...", flush=True)
         graphs.append(int8_graph(checkpoint, args.work, calibration))
         variants.append(Variant(checkpoint.name, str(checkpoint), train_command(checkpoint), params / 1e6,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from encoder_serve.export import onnx_export, quantize, runtime
-from encoder_serve.export.build import library_versions, load_eval_data
+from encoder_serve.export.build import data_options, library_versions, load_eval_data
 from encoder_serve.model.checkpoint import load_checkpoint
 from encoder_serve.model.metrics import classification_report
 from encoder_serve.package import load_package
@@ -160,11 +160,14 @@ def plot(results: list[Result], path: Path, title: str) -> None:
 
 def bench_model(package_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
                 checkpoint_dir: str | Path | None = None, threads: int = 1,
-                latency_texts: int = LATENCY_TEXTS, rounds: int = ROUNDS) -> list[Result]:
+                latency_texts: int = LATENCY_TEXTS, rounds: int = ROUNDS, text_column: str | None = None,
+                label_column: str | None = None) -> list[Result]:
     """Benchmark every engine on the test split of `data_dir`; writes JSON and PNG to `out_dir`."""
     package = load_package(package_dir)
     checkpoint_dir = Path(checkpoint_dir or package.manifest["source"]["checkpoint"])
-    data = load_eval_data(data_dir, package.labels, calibration_size=512)
+    options = data_options(checkpoint_dir)
+    options.update({k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v})
+    data = load_eval_data(data_dir, package.labels, calibration_size=512, **options)
     if data.test is None:
         raise FileNotFoundError(f"{data_dir}: bench-model needs a test split")
     tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)

@@ -11,6 +11,7 @@ synthetic texts and INT8 is not built, because nothing could gate it.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
@@ -25,7 +26,7 @@ from tokenizers import Tokenizer
 
 from encoder_serve.export import onnx_export, optimize, quantize, runtime, verify
 from encoder_serve.model.checkpoint import load_checkpoint
-from encoder_serve.model.data import find_split, read_file
+from encoder_serve.model.data import find_split, load_dataset, read_file
 from encoder_serve.model.metrics import classification_report
 from encoder_serve.package import MANIFEST, ModelPackage, load_package, sha256_file, write_manifest
 
@@ -48,27 +49,45 @@ class EvalData:
     calibration: list[str]  # training texts for static INT8 scales
 
 
-def load_eval_data(data_dir: str | Path, labels: list[str], calibration_size: int, seed: int = 0) -> EvalData:
-    """validation (required), test and train (optional) splits of `data_dir`, labels mapped to logit ids."""
-    data_dir = Path(data_dir)
+def load_eval_data(data: str | Path, labels: list[str], calibration_size: int, seed: int = 0,
+                   text_column: str = "text", label_column: str = "label") -> EvalData:
+    """The validation and test splits of `data`, labels mapped to logit ids, and training texts to calibrate.
+
+    Read by the loader `encoder-serve train` uses (a directory of JSONL/CSV splits, one file, or a hub
+    name; any column names), with the training seed, so a validation split carved from train at training
+    time is carved the same way here. A directory without a train split still serves for verification and
+    metrics (validation required, test optional), but gives nothing to calibrate static INT8 with."""
     index = {label: i for i, label in enumerate(labels)}
 
-    def labelled(split: str, required: bool) -> Labelled | None:
-        path = find_split(data_dir, split)
-        if path is None:
-            if required:
-                raise FileNotFoundError(f"{data_dir}: no {split}.jsonl or {split}.csv")
+    def labelled(split) -> Labelled | None:
+        if split is None:
             return None
-        rows = read_file(path)
-        unknown = sorted(set(rows.labels) - set(index))
+        unknown = sorted(set(split.labels) - set(index))
         if unknown:
-            raise ValueError(f"{path}: labels {unknown} are not the model's labels {labels}")
-        return Labelled(rows.texts, np.array([index[label] for label in rows.labels]))
+            raise ValueError(f"{data}: {split.name} labels {unknown} are not the model's labels {labels}")
+        return Labelled(split.texts, np.array([index[label] for label in split.labels]))
 
-    train_path = find_split(data_dir, "train")
-    calibration = read_file(train_path).texts if train_path else []
+    path = Path(data)
+    if path.is_dir() and find_split(path, "train") is None:
+        splits = {name: find_split(path, name) for name in ("validation", "test")}
+        if splits["validation"] is None:
+            raise FileNotFoundError(f"{path}: no validation.jsonl or validation.csv (and no train split to "
+                                    "carve one from)")
+        validation, test = (read_file(f, text_column, label_column) if f else None for f in splits.values())
+        return EvalData(labelled(validation), labelled(test), [])
+    dataset = load_dataset(data, text_column, label_column, seed=seed)
+    calibration = dataset.train.texts
     calibration = random.Random(seed).sample(calibration, min(calibration_size, len(calibration)))
-    return EvalData(labelled("validation", True), labelled("test", False), calibration)
+    return EvalData(labelled(dataset.validation), labelled(dataset.test), calibration)
+
+
+def data_options(checkpoint_dir: str | Path) -> dict:
+    """seed, text_column and label_column as the checkpoint's training run read its data (defaults if the
+    checkpoint has no training record), so export and bench-model read the same splits the same way."""
+    config = json.loads((Path(checkpoint_dir) / "config.json").read_text())
+    record = config.get("training") or {}
+    return {"seed": (record.get("train") or {}).get("seed", 0),
+            "text_column": record.get("text_column", "text"), "label_column": record.get("label_column", "label")}
 
 
 def evaluate(sess, tokenizer: Tokenizer, data: EvalData, labels: list[str]) -> dict:
@@ -162,13 +181,15 @@ def install(staging: Path, package_dir: Path) -> None:
 
 def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: str, version: str,
                   data_dir: str | Path | None = None, int8: bool = True, calibration_size: int = 512,
-                  threads: int = 1) -> ModelPackage:
+                  threads: int = 1, text_column: str | None = None, label_column: str | None = None) -> ModelPackage:
     """Export, verify, optimize, quantize and gate `checkpoint_dir` into the model package `package_dir`."""
     checkpoint_dir, package_dir = Path(checkpoint_dir), Path(package_dir)
     check_replaceable(package_dir)  # before minutes of work, not after
     model, tokenizer, _ = load_checkpoint(checkpoint_dir)
     config = model.config
-    data = load_eval_data(data_dir, config.labels, calibration_size) if data_dir else None
+    options = data_options(checkpoint_dir)
+    options.update({k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v})
+    data = load_eval_data(data_dir, config.labels, calibration_size, **options) if data_dir else None
     probe = (verify.probe_texts(data.validation.texts) if data
              else verify.synthetic_texts(tokenizer, config.max_length))
 
@@ -212,7 +233,8 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
             "metrics": metrics,
             "source": {"checkpoint": str(checkpoint_dir.resolve()),
                        "weights_sha256": sha256_file(checkpoint_dir / "model.safetensors"),
-                       "data": str(Path(data_dir).resolve()) if data_dir else None},
+                       "data": (str(Path(data_dir).resolve()) if Path(data_dir).exists()
+                                else str(data_dir)) if data_dir else None},
             "export": {"opset": onnx_export.OPSET, "exporter": onnx_export.EXPORTER,
                        "optimizer": {"model_type": "bert", "opt_level": optimize.OPT_LEVEL,
                                      "attention_mask": "raw 0/1 mask (any padding side)"},

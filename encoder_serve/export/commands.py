@@ -17,8 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("package", type=Path, help="package directory to write (an older package is replaced)")
     export.add_argument("--name", help="model name (default: the package directory's name)")
     export.add_argument("--version", default="1", help="model version (default: 1)")
-    export.add_argument("--data", type=Path, help="directory with validation (and test, train) splits: verification "
-                                                  "texts, INT8 calibration and gate, metrics")
+    export.add_argument("--data", help="the training data (directory of train/validation/test JSONL or CSV, one "
+                                       "file, or a hub name): verification texts, INT8 calibration and gate, metrics")
+    add_column_arguments(export)
     export.add_argument("--calibration-size", type=int, default=512,
                         help="training texts used to fix the static INT8 scales (default: 512)")
     export.add_argument("--no-int8", action="store_true", help="build no INT8 graph")
@@ -30,13 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Benchmark one model package (and its source checkpoint) in one run with a fixed thread "
                     "count; writes bench-model.json and bench-model.png to OUT and prints a table.")
     bench.add_argument("package", type=Path)
-    bench.add_argument("--data", type=Path, required=True, help="directory with test (and train, for "
-                                                                "calibration) splits")
+    bench.add_argument("--data", required=True, help="the data the model was trained on (its test split is "
+                                                     "scored; train calibrates INT8)")
+    add_column_arguments(bench)
     bench.add_argument("--out", type=Path, required=True, help="directory for the JSON and PNG results")
     bench.add_argument("--checkpoint", type=Path, help="source checkpoint (default: the one in the manifest)")
     bench.add_argument("--threads", type=int, default=1, help="threads for every engine (default: 1)")
     bench.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default: 3)")
     bench.set_defaults(func=run_bench)
+
+
+def add_column_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-column", help="default: the one the checkpoint was trained with, else 'text'")
+    parser.add_argument("--label-column", help="default: the one the checkpoint was trained with, else 'label'")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -51,7 +58,8 @@ def run_export(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     package = build_package(args.checkpoint, args.package, name=args.name or args.package.name,
                             version=args.version, data_dir=args.data, int8=not args.no_int8,
-                            calibration_size=args.calibration_size, threads=args.threads)
+                            calibration_size=args.calibration_size, threads=args.threads,
+                            text_column=args.text_column, label_column=args.label_column)
     summary = {"package": str(package.path), "model": package.ref,
                "fusions": package.manifest["export"]["fusions"],
                "precisions": {k: {"servable": v["servable"], "reason": v["reason"]}
@@ -65,5 +73,5 @@ def run_bench(args: argparse.Namespace) -> int:
     from encoder_serve.export.bench import bench_model
 
     bench_model(args.package, args.data, args.out, checkpoint_dir=args.checkpoint, threads=args.threads,
-                rounds=args.rounds)
+                rounds=args.rounds, text_column=args.text_column, label_column=args.label_column)
     return 0

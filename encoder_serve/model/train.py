@@ -233,7 +233,8 @@ def run(data: str, out: str | Path, model_options: ModelOptions, config: TrainCo
         "command": command,
     }
     write_outputs(Path(out), model, tokenizer, metrics, history,
-                  training={"data": str(data), "model": asdict(model_options), "train": asdict(config),
+                  training={"data": str(data), "text_column": text_column, "label_column": label_column,
+                            "model": asdict(model_options), "train": asdict(config),
                             "teacher": teacher, "augment": augment})
     test_report = metrics["test"]
     print(f"test accuracy {test_report['accuracy']:.4f}, macro-F1 {test_report['macro_f1']:.4f} "
