@@ -53,12 +53,15 @@ def train_command(checkpoint: Path) -> str:
     """`encoder-serve train ...` that reproduces the checkpoint, from the record `train` wrote."""
     record = json.loads((checkpoint / "config.json").read_text())["training"]
     args = ["encoder-serve", "train", "--data", record["data"], "--out", str(checkpoint)]
+    for column, default in (("text_column", "text"), ("label_column", "label")):
+        if record.get(column, default) != default:
+            args.append(f"--{column.replace('_', '-')}={record[column]}")
     model = record["model"]
     if model.get("pretrained"):
         args += ["--pretrained", model["pretrained"], "--max-length", str(model["max_length"]),
                  "--dropout", str(model["dropout"])]
     else:
-        args += [f"--{k.replace('_', '-')}={v}" for k, v in model.items() if k != "pretrained"]
+        args += [f"--{k.replace('_', '-')}={v}" for k, v in model.items() if k != "pretrained" and v is not None]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in record["train"].items()
              if k not in NOT_FLAGS and (record.get("teacher") or k not in ("temperature", "alpha"))]
     if record.get("teacher"):

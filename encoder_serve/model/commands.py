@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--position", choices=("learned", "sinusoidal", "relative"), default="learned")
     model.add_argument("--norm", choices=("pre", "post"), default="post")
     model.add_argument("--dropout", type=float, default=0.1)
+    model.add_argument("--embeddings-from", help="start from this checkpoint's vocabulary and (PCA-projected) "
+                                                 "embeddings: a trained teacher, a BERT-family directory or 'minilm'")
 
     opt = train.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=5)
@@ -65,13 +67,15 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.teacher and args.pretrained:
         raise ValueError("--teacher distils into a from-scratch student; drop --pretrained")
+    if args.embeddings_from and args.pretrained:
+        raise ValueError("--embeddings-from starts a from-scratch model; drop --pretrained")
     if args.augment and not args.teacher:
         raise ValueError("--augment needs --teacher: augmented texts are labelled by the teacher")
     lr = args.lr if args.lr is not None else (8e-5 if args.pretrained else 5e-4)
     model_options = ModelOptions(pretrained=args.pretrained, layers=args.layers, d_model=args.d_model,
                                  heads=args.heads, d_ff=args.d_ff, vocab_size=args.vocab_size,
                                  max_length=args.max_length, position=args.position, norm=args.norm,
-                                 dropout=args.dropout)
+                                 dropout=args.dropout, embeddings_from=args.embeddings_from)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
                          warmup=args.warmup, patience=args.patience, seed=args.seed, threads=args.threads,
                          temperature=args.temperature, alpha=args.alpha)

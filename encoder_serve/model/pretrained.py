@@ -117,3 +117,46 @@ def minilm_path() -> Path:
         if (config.parent / "model.safetensors").is_file():
             return config.parent
     raise FileNotFoundError(f"no config.json + model.safetensors under {root}")
+
+
+def embedding_source(source: str, labels: list[str]) -> tuple[EncoderClassifier, Tokenizer]:
+    """The model and tokenizer whose vocabulary and embeddings a smaller student starts from:
+    "minilm", a BERT-family checkpoint directory, or an encoder-serve checkpoint (a fine-tuned teacher)."""
+    from encoder_serve.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+
+    path = minilm_path() if source == "minilm" else Path(source)
+    config = path / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("format") == CHECKPOINT_FORMAT:
+        model, tokenizer, _ = load_checkpoint(path)
+        return model, tokenizer
+    return load_pretrained(path, labels)
+
+
+@torch.no_grad()
+def project_embeddings(source: EncoderClassifier, student: EncoderClassifier) -> None:
+    """Start `student`'s token (and learned position and token-type) embeddings from `source`'s, projected
+    onto the top principal directions of its token embeddings (PCA to the student's width).
+
+    Token, position and type embeddings are summed before the first layer norm, so all three go through
+    the same projection; the student then trains everything as usual. Needs the same vocabulary."""
+    src, dst = source.encoder.embeddings, student.encoder.embeddings
+    if src.token.weight.shape[0] != dst.token.weight.shape[0]:
+        raise ValueError(f"vocabularies differ: {src.token.weight.shape[0]} vs {dst.token.weight.shape[0]} tokens")
+    width = dst.token.weight.shape[1]
+    if width > src.token.weight.shape[1]:
+        raise ValueError(f"student width {width} exceeds the source's {src.token.weight.shape[1]}")
+    weights = src.token.weight.double()
+    mean = weights.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(weights - mean, full_matrices=False)
+    basis = v[:width].T  # (source width, student width)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return ((x.double() - mean) @ basis).to(dst.token.weight.dtype)
+
+    dst.token.weight.copy_(project(weights))
+    if isinstance(getattr(src, "position", None), torch.nn.Embedding) and \
+            isinstance(getattr(dst, "position", None), torch.nn.Embedding):  # both learned
+        n = min(src.position.weight.shape[0], dst.position.weight.shape[0])
+        dst.position.weight[:n].copy_(src.position.weight[:n].double() @ basis)
+    if src.token_type is not None and dst.token_type is not None:
+        dst.token_type.weight.copy_(src.token_type.weight.double() @ basis)

@@ -179,6 +179,7 @@ class ModelOptions:
     position: str = "learned"
     norm: str = "post"
     dropout: float = 0.1
+    embeddings_from: str | None = None  # an encoder-serve checkpoint or "minilm": its vocabulary and embeddings
 
 
 def build_model(options: ModelOptions, dataset: Dataset) -> tuple[EncoderClassifier, Tokenizer]:
@@ -188,12 +189,26 @@ def build_model(options: ModelOptions, dataset: Dataset) -> tuple[EncoderClassif
 
         path = minilm_path() if options.pretrained == "minilm" else Path(options.pretrained)
         return load_pretrained(path, dataset.label_names, max_length=options.max_length)
-    tokenizer = configure(train_wordpiece(dataset.train.texts, vocab_size=options.vocab_size), options.max_length)
+    source = None
+    if options.embeddings_from:
+        from encoder_serve.model.pretrained import embedding_source
+
+        source, tokenizer = embedding_source(options.embeddings_from, dataset.label_names)
+        tokenizer = configure(tokenizer, options.max_length)
+    else:
+        tokenizer = configure(train_wordpiece(dataset.train.texts, vocab_size=options.vocab_size),
+                              options.max_length)
     config = EncoderConfig(vocab_size=tokenizer.get_vocab_size(), max_length=options.max_length,
                            d_model=options.d_model, n_layers=options.layers, n_heads=options.heads,
                            d_ff=options.d_ff, dropout=options.dropout, attention_dropout=options.dropout,
-                           position=options.position, norm=options.norm, labels=dataset.label_names)
-    return EncoderClassifier(config), tokenizer
+                           position=options.position, norm=options.norm, labels=dataset.label_names,
+                           pad_token_id=pad_token_id(tokenizer))
+    model = EncoderClassifier(config)
+    if source is not None:
+        from encoder_serve.model.pretrained import project_embeddings
+
+        project_embeddings(source, model)
+    return model, tokenizer
 
 
 def run(data: str, out: str | Path, model_options: ModelOptions, config: TrainConfig,
