@@ -66,8 +66,9 @@ def test_a_student_trains_on_the_teachers_vocabulary_from_projected_embeddings(t
     from encoder_serve.model.data import load_dataset
     from encoder_serve.model.train import ModelOptions, build_model
 
-    (tmp_path / "train.jsonl").write_text("".join(open(emotion_dir / "train.jsonl").readlines()[:200]))
-    (tmp_path / "test.jsonl").write_text("".join(open(emotion_dir / "test.jsonl").readlines()[:50]))
+    for split, n in (("train", 200), ("test", 50)):
+        lines = (emotion_dir / f"{split}.jsonl").read_text().splitlines(keepends=True)
+        (tmp_path / f"{split}.jsonl").write_text("".join(lines[:n]))
     dataset = load_dataset(tmp_path)
     model, tokenizer = build_model(ModelOptions(layers=1, d_model=48, heads=2, d_ff=64, max_length=40,
                                                 embeddings_from="minilm"), dataset)
