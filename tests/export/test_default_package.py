@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import DEFAULT_PACKAGE
 
 from encoder_serve.export import quantize, runtime, verify
 from encoder_serve.package import load_package
 from encoder_serve.tokenization import load_tokenizer
 
+DEFAULT_PACKAGE = Path(__file__).resolve().parents[2] / "models" / "emotion"
 pytestmark = pytest.mark.skipif(not (DEFAULT_PACKAGE / "manifest.json").is_file(),
                                 reason=f"no default package at {DEFAULT_PACKAGE} yet (built by `make model`)")
 
