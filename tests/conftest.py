@@ -10,7 +10,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EMOTION_DIR = Path(os.environ.get("EMOTION_DATA", REPO.parent / "shared" / "data" / "emotion"))
-DEFAULT_PACKAGE = REPO / "models" / "emotion"
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
