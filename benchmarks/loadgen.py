@@ -30,7 +30,7 @@ class Point:
     requests: int
     ok: int
     errors: dict
-    throughput: float  # successful requests (= texts) per second
+    throughput: float  # texts in successful requests, per second
     p50_ms: float
     p90_ms: float
     p95_ms: float
@@ -38,8 +38,9 @@ class Point:
     max_ms: float
     client_cpu_us_per_request: float
     client_cpu_utilization: float  # of the client's cores
-    server_cpu_ms_per_request: float
+    server_cpu_ms_per_request: float  # per text when requests carry several
     server_cpu_utilization: float  # of the server's cores
+    texts_per_request: int = 1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +75,8 @@ def wrk(url: str, bodies: Path, concurrency: int, seconds: int, cpus: tuple[int,
 
 
 def measure_point(url: str, server_pid: int, bodies: Path, concurrency: int, seconds: int,
-                  warmup_s: int, client_cpus: tuple[int, ...], server_cpus: tuple[int, ...]) -> Point:
+                  warmup_s: int, client_cpus: tuple[int, ...], server_cpus: tuple[int, ...],
+                  texts_per_request: int = 1) -> Point:
     """Warm up (discarded), then one measured wrk run at `concurrency` with CPU accounting on both sides."""
     if warmup_s > 0:
         wrk(url, bodies, concurrency, warmup_s, client_cpus)
@@ -88,10 +90,10 @@ def measure_point(url: str, server_pid: int, bodies: Path, concurrency: int, sec
     lat = summary["latency_us"]
     return Point(
         concurrency=concurrency, seconds=round(duration, 3), requests=requests, ok=ok,
-        errors=summary["errors"], throughput=ok / duration,
+        errors=summary["errors"], throughput=ok * texts_per_request / duration, texts_per_request=texts_per_request,
         p50_ms=lat["50"] / 1000, p90_ms=lat["90"] / 1000, p95_ms=lat["95"] / 1000, p99_ms=lat["99"] / 1000,
         max_ms=lat["max"] / 1000,
         client_cpu_us_per_request=client_cpu / max(requests, 1) * 1e6,
         client_cpu_utilization=client_cpu / duration / len(client_cpus),
-        server_cpu_ms_per_request=server_cpu / max(requests, 1) * 1000,
+        server_cpu_ms_per_request=server_cpu / max(requests * texts_per_request, 1) * 1000,
         server_cpu_utilization=server_cpu / duration / len(server_cpus))

@@ -110,7 +110,7 @@ def plot(results: dict, path: Path) -> Path:
             ax.text(limit["texts_per_s"], 0.02, f"in-process limit, {precision}", rotation=90, fontsize=7,
                     color="grey", va="bottom", ha="right", transform=ax.get_xaxis_transform())
         ax.set_yscale("log")
-        ax.set_xlabel("throughput (texts/s, one text per request)")
+        ax.set_xlabel("throughput (texts/s; one text per request unless the legend says otherwise)")
         ax.set_ylabel(f"{title} (ms, log scale)")
         ax.set_title(f"{title} as concurrency grows (labels: concurrent clients)")
         ax.grid(True, which="both", alpha=0.3)

@@ -3,7 +3,8 @@
 1. The limit: ONNX Runtime in-process on the server cores, per precision, at every batch size, with
    batches in arrival order and grouped by length.
 2. Over HTTP, one text per request, closed-loop wrk clients at each concurrency: encoder-serve with
-   batching (fp32, int8), encoder-serve with batching off (MAX_BATCH_SIZE=1), the naive baseline.
+   batching (fp32, int8), encoder-serve with batching off (MAX_BATCH_SIZE=1), the naive baseline; and
+   encoder-serve with 16 texts per request (outside the goals: HTTP's per-request cost amortized).
 3. The goals (benchmarks.goals) from those numbers; results.json, results.md and throughput_latency.png.
 
 The default run takes about 8 minutes; --quick is a 1-2 minute smoke run written to results/quick/.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -69,8 +71,16 @@ def measure_limit(package: ModelPackage, precision: str, split: CoreSplit, secon
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def levels(concurrency: tuple[int, ...], texts_per_request: int) -> list[int]:
+    """The concurrency levels to measure: with several texts per request, only those whose texts in flight
+    stay within half the service's default queue (1,024), so the point measures throughput, not 429s."""
+    if texts_per_request == 1:
+        return list(concurrency)
+    return [c for c in concurrency if c * texts_per_request <= 512] or [min(concurrency)]
+
+
 def contenders(package: ModelPackage, precisions: list[str], checkpoint: Path | None, threads: int,
-               batching_off: list[str]) -> list[Contender]:
+               batching_off: list[str], texts_per_request: int = 0) -> list[Contender]:
     base = {"MODEL_DIR": str(package.path), "ORT_INTRA_OP_THREADS": str(threads), "WORKERS": "1",
             "LOG_LEVEL": "warning", "API_KEY": ""}
     out = []
@@ -80,6 +90,10 @@ def contenders(package: ModelPackage, precisions: list[str], checkpoint: Path | 
         if precision in batching_off:
             out.append(Contender(f"encoder-serve {precision}, batching off", "encoder_serve.service",
                                  {**env, "MAX_BATCH_SIZE": "1"}, precision, batching=False))
+        if texts_per_request > 1 and precision == precisions[0]:
+            out.append(Contender(f"encoder-serve {precision}, {texts_per_request} texts/request",
+                                 "encoder_serve.service", env, precision, kind="service-multi",
+                                 texts_per_request=texts_per_request))
     if checkpoint is not None:
         out.append(Contender("naive FastAPI + PyTorch", "benchmarks.naive_app",
                              {"CHECKPOINT_DIR": str(checkpoint), "TORCH_THREADS": str(threads)},
@@ -109,6 +123,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batching-off", default="fp32,int8",
                         help="precisions also measured with MAX_BATCH_SIZE=1 (default: all)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--texts-per-request", type=int, default=16,
+                        help="also measure the first precision with this many texts per request, to show the "
+                             "service without most of its per-request HTTP cost (0: skip; default 16)")
     add_core_arguments(parser)
     return parser.parse_args(argv)
 
@@ -140,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(f"naive baseline: {e}")
     results = {"machine": describe(split), "package": package_summary(package),
                "settings": {**mode, "quick": args.quick, "threads": split.threads,
-                            "loadgen": "wrk, closed loop, one text per request (benchmarks/wrk_rotate.lua)"},
+                            "loadgen": "wrk, closed loop, one text per request unless the contender says otherwise "
+                                       "(benchmarks/wrk_rotate.lua)"},
                "limits": {}, "runs": [], "skipped": skipped}
     log(f"machine: {report.machine_line(results)}")
     for why in skipped:
@@ -155,16 +173,19 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
-        bodies = write_bodies(load_texts(args.data), Path(tmp) / "bodies.txt")
+        texts = load_texts(args.data)
         for contender in contenders(package, precisions, checkpoint, split.threads,
-                                    args.batching_off.split(",")):
+                                    args.batching_off.split(","), args.texts_per_request):
+            bodies = write_bodies(texts, Path(tmp) / f"bodies-{contender.texts_per_request}.txt",
+                                  contender.texts_per_request)
             run = {"name": contender.name, "kind": contender.kind, "precision": contender.precision,
-                   "batching": contender.batching, "env": contender.env, "points": []}
+                   "batching": contender.batching, "texts_per_request": contender.texts_per_request,
+                   "env": contender.env, "points": []}
             try:
-                with RunningServer(contender, split.server, logs / f"{contender.name.replace(' ', '_')}.log") as s:
-                    for c in mode["concurrency"]:
+                with RunningServer(contender, split.server, logs / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', contender.name)}.log") as s:
+                    for c in levels(mode["concurrency"], contender.texts_per_request):
                         point = measure_point(s.url, s.pid, bodies, c, mode["duration_s"], mode["warmup_s"],
-                                              split.client, split.server)
+                                              split.client, split.server, contender.texts_per_request)
                         run["points"].append(point.as_dict())
                         log(f"{contender.name:36} c={c:<4} {point.throughput:8,.0f} texts/s  p50 "
                             f"{point.p50_ms:7.2f} ms  p99 {point.p99_ms:7.2f} ms  errors "

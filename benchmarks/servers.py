@@ -35,7 +35,8 @@ class Contender:
     env: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
     batching: bool = True
-    kind: str = "service"  # service | naive
+    kind: str = "service"  # service | naive | service-multi (several texts per request; not in the goals)
+    texts_per_request: int = 1
 
 
 class RunningServer:

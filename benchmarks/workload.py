@@ -25,8 +25,14 @@ def load_texts(data_dir: str | Path = DEFAULT_DATA, seed: int = 0) -> list[str]:
     return texts
 
 
-def write_bodies(texts: list[str], path: str | Path) -> Path:
-    """One request body per line, one text per request: what wrk_rotate.lua sends."""
+def write_bodies(texts: list[str], path: str | Path, texts_per_request: int = 1) -> Path:
+    """One request body per line (what wrk_rotate.lua sends): one text, or a list of `texts_per_request`
+    consecutive texts."""
     path = Path(path)
-    path.write_text("".join(json.dumps({"inputs": t}) + "\n" for t in texts))
+    if texts_per_request == 1:
+        bodies = [{"inputs": t} for t in texts]
+    else:
+        bodies = [{"inputs": texts[i: i + texts_per_request]}
+                  for i in range(0, len(texts) - texts_per_request + 1, texts_per_request)]
+    path.write_text("".join(json.dumps(b) + "\n" for b in bodies))
     return path

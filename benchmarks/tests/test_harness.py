@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -116,3 +117,19 @@ def test_load_generator_counts_only_successful_requests_as_throughput(tmp_path: 
     assert p.ok == p.requests - p.errors["status"]
     assert p.throughput == pytest.approx(p.ok / p.seconds, rel=1e-3)
     assert p.p50_ms > 0 and p.p99_ms >= p.p50_ms
+
+
+def test_bodies_carry_the_requested_number_of_texts(tmp_path):
+    texts = [f"text {i}" for i in range(10)]
+    one = [json.loads(line) for line in write_bodies(texts, tmp_path / "a", 1).read_text().splitlines()]
+    four = [json.loads(line) for line in write_bodies(texts, tmp_path / "b", 4).read_text().splitlines()]
+    assert one == [{"inputs": t} for t in texts]
+    assert four == [{"inputs": texts[0:4]}, {"inputs": texts[4:8]}]
+
+
+def test_several_texts_per_request_stay_within_the_queue():
+    from benchmarks.run import levels
+
+    assert levels((1, 8, 32, 64, 128), 1) == [1, 8, 32, 64, 128]
+    assert levels((1, 8, 32, 64, 128), 16) == [1, 8, 32]
+    assert levels((64, 128), 16) == [64]
