@@ -163,6 +163,7 @@ def plot(variants: list[Variant], teacher: Variant | None, path: Path, title: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for v in variants:
@@ -177,6 +178,8 @@ def plot(variants: list[Variant], teacher: Variant | None, path: Path, title: st
         ax.axvline(teacher.latency_p50_ms / SPEED_GOAL, color="gray", ls=":", lw=1,
                    label=f"teacher latency / {SPEED_GOAL:g}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("latency p50, one text per call, ONNX Runtime INT8 (ms, log scale)")
     ax.set_ylabel("test accuracy, INT8 (%)")
     ax.set_title(title + "\nmarker area: INT8 graph size")
