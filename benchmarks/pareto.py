@@ -174,6 +174,7 @@ def plot(variants: list[Variant], teacher: Variant | None, path: Path, title: st
     ax.plot([v.latency_p50_ms for v in frontier], [v.accuracy for v in frontier], color="tab:red", lw=1,
             label="Pareto frontier")
     ax.axhline(ACCURACY_GOAL, color="gray", ls="--", lw=1, label=f"goal: {ACCURACY_GOAL:g}% test accuracy")
+    ax.set_ylim(top=max(ACCURACY_GOAL, *(v.accuracy for v in variants)) + 0.4)
     if teacher is not None:
         ax.axvline(teacher.latency_p50_ms / SPEED_GOAL, color="gray", ls=":", lw=1,
                    label=f"teacher latency / {SPEED_GOAL:g}")
@@ -220,7 +221,7 @@ def main() -> None:
         metrics_file = checkpoint / "metrics.json"
         fp32 = json.loads(metrics_file.read_text()).get("test", {}).get("accuracy") if metrics_file.is_file() else None
         with safe_open(str(checkpoint / "model.safetensors"), "np") as f:
-            params = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f)
+            params = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())  # noqa: SIM118 (not a dict)
         calibration = load_eval_data(args.data, config["encoder"]["labels"], calibration_size=512,
                                      **data_options(checkpoint)).calibration
         print(f"exporting {checkpoint} ...", flush=True)

@@ -62,7 +62,7 @@ class Prediction(BaseModel):
 
 
 class ClassifyResponse(BaseModel):
-    model: str = Field(description="name@version of the model that answered.", examples=["emotion@1.0.0"])
+    model: str = Field(description="name@version of the model that answered.", examples=["emotion@1.1.0"])
     predictions: list[list[Prediction]] = Field(
         description="One list per input, in input order, labels sorted by score (highest first).")
 
