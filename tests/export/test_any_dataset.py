@@ -5,23 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clikit import TINY, encoder_serve
 
 from encoder_serve.package import load_package
 
 SENTIMENT = {"joy": "positive", "love": "positive", "surprise": "positive",
              "sadness": "negative", "anger": "negative", "fear": "negative"}
-TINY = ["--layers", "1", "--d-model", "32", "--heads", "2", "--d-ff", "64", "--vocab-size", "800",
-        "--max-length", "48", "--epochs", "2", "--batch-size", "32", "--lr", "2e-3", "--threads", "1"]
-
-
-def encoder_serve(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "encoder_serve.cli", *map(str, args)],
-                          check=False, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from clikit import TINY, encoder_serve
 
 from encoder_serve.model.checkpoint import load_checkpoint, predict_logits
 
-TINY = ["--layers", "1", "--d-model", "32", "--heads", "2", "--d-ff", "64", "--vocab-size", "800",
-        "--max-length", "48", "--epochs", "2", "--batch-size", "32", "--lr", "2e-3", "--threads", "1"]
 ARTIFACTS = ["config.json", "model.safetensors", "tokenizer.json", "metrics.json", "history.json",
              "training_curves.png", "confusion_matrix.png"]
-
-
-def encoder_serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "encoder_serve.cli", *map(str, args)],
-                          check=False, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
