@@ -165,9 +165,8 @@ def bench_model(package_dir: str | Path, data_dir: str | Path, out_dir: str | Pa
     """Benchmark every engine on the test split of `data_dir`; writes JSON and PNG to `out_dir`."""
     package = load_package(package_dir)
     checkpoint_dir = Path(checkpoint_dir or package.manifest["source"]["checkpoint"])
-    options = data_options(checkpoint_dir)
-    options.update({k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v})
-    data = load_eval_data(data_dir, package.labels, calibration_size=512, **options)
+    data = load_eval_data(data_dir, package.labels, calibration_size=512,
+                          **data_options(checkpoint_dir, text_column, label_column))
     if data.test is None:
         raise FileNotFoundError(f"{data_dir}: bench-model needs a test split")
     tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)

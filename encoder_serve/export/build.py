@@ -81,13 +81,16 @@ def load_eval_data(data: str | Path, labels: list[str], calibration_size: int, s
     return EvalData(labelled(dataset.validation), labelled(dataset.test), calibration)
 
 
-def data_options(checkpoint_dir: str | Path) -> dict:
+def data_options(checkpoint_dir: str | Path, text_column: str | None = None,
+                 label_column: str | None = None) -> dict:
     """seed, text_column and label_column as the checkpoint's training run read its data (defaults if the
-    checkpoint has no training record), so export and bench-model read the same splits the same way."""
+    checkpoint has no training record), so export and bench-model read the same splits the same way;
+    columns given here win."""
     config = json.loads((Path(checkpoint_dir) / "config.json").read_text())
     record = config.get("training") or {}
     return {"seed": (record.get("train") or {}).get("seed", 0),
-            "text_column": record.get("text_column", "text"), "label_column": record.get("label_column", "label")}
+            "text_column": text_column or record.get("text_column", "text"),
+            "label_column": label_column or record.get("label_column", "label")}
 
 
 def evaluate(sess, tokenizer: Tokenizer, data: EvalData, labels: list[str]) -> dict:
@@ -187,8 +190,7 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
     check_replaceable(package_dir)  # before minutes of work, not after
     model, tokenizer, _ = load_checkpoint(checkpoint_dir)
     config = model.config
-    options = data_options(checkpoint_dir)
-    options.update({k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v})
+    options = data_options(checkpoint_dir, text_column, label_column)
     data = load_eval_data(data_dir, config.labels, calibration_size, **options) if data_dir else None
     probe = (verify.probe_texts(data.validation.texts) if data
              else verify.synthetic_texts(tokenizer, config.max_length))
