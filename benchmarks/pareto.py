@@ -58,8 +58,7 @@ def train_command(checkpoint: Path) -> str:
             args.append(f"--{column.replace('_', '-')}={record[column]}")
     model = record["model"]
     if model.get("pretrained"):
-        args += ["--pretrained", model["pretrained"], "--max-length", str(model["max_length"]),
-                 "--dropout", str(model["dropout"])]
+        args += ["--pretrained", model["pretrained"], "--max-length", str(model["max_length"])]
     else:
         args += [f"--{k.replace('_', '-')}={v}" for k, v in model.items() if k != "pretrained" and v is not None]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in record["train"].items()
@@ -88,19 +87,18 @@ def int8_graph(checkpoint: Path, work: Path, calibration: list[str]) -> Path:
     return int8
 
 
-def measure(variants: list[Variant], graphs: list[Path], data_dir: str, threads: int, rounds: int) -> None:
-    """Fill in each variant's numbers; rounds interleave the variants so load falls on all alike."""
+def measure(variants: list[Variant], graphs: list[Path], datas: list, threads: int, rounds: int) -> None:
+    """Fill in each variant's numbers (`datas`: each one's EvalData); rounds interleave the variants so load
+    falls on all alike."""
     from encoder_serve.export import runtime
     from encoder_serve.export.bench import timed
-    from encoder_serve.export.build import data_options, load_eval_data
     from encoder_serve.model.metrics import classification_report
     from encoder_serve.tokenization import encode, load_tokenizer
 
     prepared = []
-    for variant, graph in zip(variants, graphs):
+    for variant, graph, data in zip(variants, graphs, datas):
         config = json.loads((Path(variant.checkpoint) / "config.json").read_text())["encoder"]
         tokenizer = load_tokenizer(Path(variant.checkpoint) / "tokenizer.json", config["max_length"])
-        data = load_eval_data(data_dir, config["labels"], calibration_size=0, **data_options(variant.checkpoint))
         texts = data.test.texts
         batches = [encode(tokenizer, texts[i: i + BATCH]) for i in range(0, len(texts), BATCH)]
         single = [encode(tokenizer, [t]) for t in texts[:LATENCY_TEXTS]]
@@ -212,7 +210,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     checkpoints = [c for c in args.checkpoints if (c / "model.safetensors").is_file() and (c / "config.json").is_file()]
-    variants, graphs = [], []
+    variants, graphs, datas = [], [], []
     for checkpoint in checkpoints:
         config = json.loads((checkpoint / "config.json").read_text())
         if "training" not in config:
@@ -222,17 +220,18 @@ def main() -> None:
         fp32 = json.loads(metrics_file.read_text()).get("test", {}).get("accuracy") if metrics_file.is_file() else None
         with safe_open(str(checkpoint / "model.safetensors"), "np") as f:
             params = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())  # noqa: SIM118 (not a dict)
-        calibration = load_eval_data(args.data, config["encoder"]["labels"], calibration_size=512,
-                                     **data_options(checkpoint)).calibration
+        data = load_eval_data(args.data, config["encoder"]["labels"], calibration_size=512,
+                              **data_options(checkpoint))
         print(f"exporting {checkpoint} ...", flush=True)
-        graphs.append(int8_graph(checkpoint, args.work, calibration))
+        graphs.append(int8_graph(checkpoint, args.work, data.calibration))
+        datas.append(data)
         variants.append(Variant(checkpoint.name, str(checkpoint), train_command(checkpoint), params / 1e6,
                                 None if fp32 is None else 100 * fp32))
     print(f"timing {len(variants)} variants, {args.rounds} interleaved rounds, {args.threads} thread(s) ...", flush=True)
-    measure(variants, graphs, args.data, args.threads, args.rounds)
+    measure(variants, graphs, datas, args.threads, args.rounds)
     teacher = next((v for v in variants if v.name == args.teacher), None)
-    for v in variants:
-        if teacher is not None:
+    if teacher is not None:
+        for v in variants:
             v.speedup_vs_teacher = v.throughput_texts_per_s / teacher.throughput_texts_per_s
     mark_frontier(variants)
     shipped = None
