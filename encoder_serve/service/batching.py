@@ -7,6 +7,11 @@ padded tokens, and runs the model in a dedicated worker thread, so the event loo
 tokenizing the next requests while the current batch computes. With `max_wait_s = 0` a lone text never
 waits for company; a positive value lets the scheduler hold the oldest text up to that long to fill a batch.
 
+Two batches are in flight at most (PIPELINE_DEPTH): while one computes, the next is already formed and
+waits at the worker's door, so the model starts it the moment the first is done instead of waiting for a
+busy event loop to notice and hand it over (TEI gets the same effect by answering from another thread).
+Under load that gap was ~3% of the model's time; a text that arrives meanwhile waits for the batch after.
+
 When more is queued than fits, the batch is built around the oldest text (so nothing starves) from the
 texts closest to it in length, adding at each step whichever neighbour adds fewer padding tokens, and
 stops growing before the batch's padding ratio passes `max_padding` (the rest runs next, without waiting).
@@ -27,6 +32,8 @@ from typing import Protocol
 import numpy as np
 
 Predict = Callable[[list[Sequence[int]]], np.ndarray]
+
+PIPELINE_DEPTH = 2  # batches handed to the worker thread at once: one computing, one ready
 
 
 class QueueFull(Exception):
@@ -177,18 +184,24 @@ class Batcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        in_flight: set[asyncio.Task] = set()
         while True:
             if not self._queue:
                 if self._closing:
-                    return
+                    break
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if len(in_flight) >= PIPELINE_DEPTH:
+                _, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue  # the queue may have changed meanwhile (cancellations, deadlines)
             if self.max_wait_s > 0 and not self._hurry:
                 await self._wait_for_company(loop)
             batch = self._take_batch(loop.time())
             if batch:
-                await self._run_batch(loop, batch)
+                in_flight.add(loop.create_task(self._run_batch(loop, batch)))
+        if in_flight:
+            await asyncio.wait(in_flight)
 
     def _full(self) -> bool:
         return (len(self._queue) >= self.max_batch_size
@@ -251,17 +264,21 @@ class Batcher:
             self._metrics.observe_queue_wait(now - entry.enqueued)
         return batch
 
+    def _timed_predict(self, sequences: list[Sequence[int]]) -> tuple[np.ndarray, float]:
+        """In the worker thread: the model's own time, not the wait behind the batch before it."""
+        started = time.perf_counter()
+        outputs = self._predict(sequences)
+        return outputs, time.perf_counter() - started
+
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Entry]) -> None:
         sequences = [e.ids for e in batch]
-        started = time.perf_counter()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._predict, sequences)
+            outputs, seconds = await loop.run_in_executor(self._executor, self._timed_predict, sequences)
         except Exception as error:  # noqa: BLE001 (a model failure fails its batch, not the scheduler)
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(error)
             return
-        seconds = time.perf_counter() - started
         self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / len(batch)
         tokens = sum(len(s) for s in sequences)
         self._metrics.observe_batch(len(batch), tokens, len(batch) * max(len(s) for s in sequences), seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -157,6 +158,56 @@ async def test_the_wait_is_bounded_by_max_wait():
     (result,) = await asyncio.wait_for(asyncio.gather(*batcher.submit([text(5)], deadline())), 30)
     assert result.tolist() == expected(text(5)) and model.batches == [[5]]
     await batcher.close()
+
+
+async def test_the_next_batch_waits_at_the_worker_while_one_computes():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics, max_batch_size=3)
+    first = await busy(model, batcher)
+    second = batcher.submit([text(4, seed=i) for i in range(3)], deadline())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert batcher.depth == 0  # formed and handed to the worker although the model is still busy
+    third = batcher.submit([text(5, seed=i) for i in range(2)], deadline())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert batcher.depth == 2  # two batches in flight: later texts queue (and can still be dropped)
+    model.release()
+    results = await asyncio.wait_for(asyncio.gather(*first, *second, *third), 30)
+    assert model.batches == [[3], [4, 4, 4], [5, 5]]
+    assert [r.tolist() for r in results[1:]] == [expected(text(4, seed=i)) for i in range(3)] + \
+        [expected(text(5, seed=i)) for i in range(2)]
+    await batcher.close()
+
+
+async def test_the_model_starts_the_next_batch_without_the_event_loop():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics)
+    first = await busy(model, batcher)
+    second = batcher.submit([text(6)], deadline())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    model.release()
+    time.sleep(0.5)  # noqa: ASYNC251 (on purpose: the loop is blocked, as by a burst of requests, when the first batch ends)
+    assert model.batches == [[3], [6]]  # the worker went straight on to the batch waiting for it
+    results = await asyncio.wait_for(asyncio.gather(*first, *second), 30)
+    assert results[1].tolist() == expected(text(6))
+    await batcher.close()
+
+
+async def test_close_waits_for_both_batches_in_flight():
+    model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
+    batcher = make(model, metrics)
+    first = await busy(model, batcher)
+    second = batcher.submit([text(6)], deadline())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    closing = asyncio.ensure_future(batcher.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    model.release()
+    await asyncio.wait_for(closing, 30)
+    assert all(f.done() and not f.cancelled() for f in first + second)
 
 
 async def test_batches_respect_the_size_bound():
