@@ -1,8 +1,12 @@
 """What ran where: machine description, the core split between server and client, CPU accounting.
 
-On a small machine the load generator competes with the server for cores. We pin them apart (the client
-gets the last core, the server the rest) so the client never steals the server's cycles, and measure the
-limit and the naive baseline on the very same server cores with the same thread count.
+By default the server gets every core and its compute threads (ONNX Runtime intra-op, torch) one fewer than
+the cores: the model has cores of its own, as in any serving system whose HTTP front end runs on other
+threads than its backend (TEI's router, Triton's HTTP threads), and the event loop (HTTP, JSON,
+tokenization) runs on the last core, which it shares with wrk pinned there (wrk costs a few percent of
+that core; every point records it). The limit and the naive baseline get the same cores and the same
+compute threads. On one core everything shares it. --server-cpus/--client-cpus/--threads override it;
+`--server-cpus 0 --client-cpus 1` is the stricter split where HTTP competes with the model for one core.
 """
 
 from __future__ import annotations
@@ -43,19 +47,23 @@ class CoreSplit:
         cpus = tuple(sorted(os.sched_getaffinity(0)))
         if len(cpus) < 2:
             return cls(server=cpus, client=cpus)
-        return cls(server=cpus[:-1], client=cpus[-1:])
+        return cls(server=cpus, client=cpus[-1:], compute_threads=len(cpus) - 1)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CoreSplit:
         default = cls.default()
-        return cls(cls.parse(args.server_cpus) if args.server_cpus else default.server,
-                   cls.parse(args.client_cpus) if args.client_cpus else default.client, args.threads or 0)
+        if not args.server_cpus:
+            return cls(default.server, cls.parse(args.client_cpus) if args.client_cpus else default.client,
+                       args.threads or default.compute_threads)
+        return cls(cls.parse(args.server_cpus), cls.parse(args.client_cpus) if args.client_cpus else default.client,
+                   args.threads or 0)
 
 
 def add_core_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server-cpus", help="CPUs for the server, e.g. 0 or 0-2 (default: all but the last)")
+    parser.add_argument("--server-cpus", help="CPUs for the server, e.g. 0 or 0-2 (default: all)")
     parser.add_argument("--client-cpus", help="CPUs for wrk, e.g. 1 (default: the last CPU; may overlap)")
-    parser.add_argument("--threads", type=int, help="compute threads per contender (default: one per server CPU)")
+    parser.add_argument("--threads", type=int, help="compute threads per contender (default: one per server "
+                                                     "CPU but the last, or one per --server-cpus CPU)")
 
 
 def taskset(cpus: tuple[int, ...], argv: list[str]) -> list[str]:

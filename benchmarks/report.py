@@ -62,6 +62,20 @@ def limits_table(limits: dict[str, dict]) -> list[str]:
     return lines
 
 
+def whole_machine_note(results: dict) -> list[str]:
+    """The limit with ONNX Runtime on every server core: not a goal (the service gives the model fewer
+    threads and the event loop the rest), but what a reader needs to see what the split costs."""
+    whole = results.get("limits_all_cores") or {}
+    if not whole:
+        return []
+    threads = next(iter(whole.values()))["threads"]
+    parts = [f"{precision} {w['texts_per_s']:,.0f} texts/s (batch {w['best_batch_size']}, "
+             f"{ORDER_NAMES.get(w['best_order'], w['best_order'])})" for precision, w in whole.items()]
+    return [(f"For reference, ONNX Runtime with {threads} threads on all {len(results['machine']['server_cpus'])} "
+            f"server cores: {'; '.join(parts)}. The goals compare with the service's own compute thread count "
+            f"({results['settings']['threads']}), since the service keeps a core for its event loop."), ""]
+
+
 def runs_table(runs: list[dict]) -> list[str]:
     lines = ["| contender | concurrency | texts/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/text | client CPU |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -87,6 +101,7 @@ def write_markdown(results: dict, path: Path) -> Path:
         "## Goals", "", *goals_table(results["goals"]), "",
         "## The limit: ONNX Runtime in-process (texts/s, tokenization included)", "",
         *limits_table(results["limits"]), "",
+        *whole_machine_note(results),
         "## Over HTTP", "", *runs_table(results["runs"]), "",
         *[f"Skipped: {why}" for why in results.get("skipped", [])], "",
         "![throughput against latency](throughput_latency.png)", "",

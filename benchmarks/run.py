@@ -1,7 +1,8 @@
 """`python -m benchmarks.run` (= `make bench`): every contender measured side by side in one run.
 
 1. The limit: ONNX Runtime in-process on the server cores, per precision, at every batch size, with
-   batches in arrival order and grouped by length.
+   batches in arrival order and grouped by length, with the service's compute threads (and, for
+   reference only, with one thread per server core, when that is more).
 2. Over HTTP, one text per request, closed-loop wrk clients at each concurrency: encoder-serve with
    batching (fp32, int8), encoder-serve with batching off (MAX_BATCH_SIZE=1), the naive baseline; and
    encoder-serve with 16 texts per request (outside the goals: HTTP's per-request cost amortized).
@@ -61,9 +62,10 @@ def naive_checkpoint(package: ModelPackage, explicit: str | None) -> Path:
     return path
 
 
-def measure_limit(package: ModelPackage, precision: str, split: CoreSplit, seconds: float, data: str) -> dict:
+def measure_limit(package: ModelPackage, precision: str, split: CoreSplit, seconds: float, data: str,
+                  threads: int | None = None) -> dict:
     argv = taskset(split.server, [sys.executable, "-m", "benchmarks.inprocess", "--package", str(package.path),
-                                  "--precision", precision, "--threads", str(split.threads),
+                                  "--precision", precision, "--threads", str(threads or split.threads),
                                   "--seconds", str(seconds), "--data", data])
     done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)
     if done.returncode != 0:
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                "settings": {**mode, "quick": args.quick, "threads": split.threads,
                             "loadgen": "wrk, closed loop, one text per request unless the contender says otherwise "
                                        "(benchmarks/wrk_rotate.lua)"},
-               "limits": {}, "runs": [], "skipped": skipped}
+               "limits": {}, "limits_all_cores": {}, "runs": [], "skipped": skipped}
     log(f"machine: {report.machine_line(results)}")
     for why in skipped:
         log(f"skipped: {why}")
@@ -170,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"limit {precision}: {limit['texts_per_s']:,.0f} texts/s at batch {limit['best_batch_size']} "
             f"({limit['best_order']} order), "
             f"single text {limit['single_text_p50_ms']:.2f} ms")
+        if split.threads < len(split.server):  # for reference only: ONNX Runtime given every server core
+            whole = measure_limit(package, precision, split, mode["limit_s"], args.data, len(split.server))
+            results["limits_all_cores"][precision] = whole
+            log(f"  for reference, with {len(split.server)} threads: {whole['texts_per_s']:,.0f} texts/s at batch "
+                f"{whole['best_batch_size']} ({whole['best_order']} order)")
 
     failed = False
     with tempfile.TemporaryDirectory() as tmp:

@@ -133,3 +133,21 @@ def test_several_texts_per_request_stay_within_the_queue():
     assert levels((1, 8, 32, 64, 128), 1) == [1, 8, 32, 64, 128]
     assert levels((1, 8, 32, 64, 128), 16) == [1, 8, 32]
     assert levels((64, 128), 16) == [64]
+
+
+def core_args(server: str | None = None, client: str | None = None, threads: int | None = None):
+    import argparse
+    return argparse.Namespace(server_cpus=server, client_cpus=client, threads=threads)
+
+
+def test_the_default_split_keeps_a_core_for_the_event_loop_and_the_client():
+    cpus = tuple(sorted(os.sched_getaffinity(0)))
+    split = CoreSplit.from_args(core_args())
+    if len(cpus) < 2:
+        assert split.server == split.client == cpus and split.threads == 1
+        return
+    assert split.server == cpus and split.client == cpus[-1:]
+    assert split.threads == len(cpus) - 1  # the model's threads leave the last core to HTTP and wrk
+    assert CoreSplit.from_args(core_args(threads=1)).threads == 1
+    strict = CoreSplit.from_args(core_args(server="0", client="1"))  # HTTP competes with the model
+    assert (strict.server, strict.client, strict.threads) == ((0,), (1,), 1)
