@@ -71,9 +71,16 @@ def whole_machine_note(results: dict) -> list[str]:
     threads = next(iter(whole.values()))["threads"]
     parts = [f"{precision} {w['texts_per_s']:,.0f} texts/s (batch {w['best_batch_size']}, "
              f"{ORDER_NAMES.get(w['best_order'], w['best_order'])})" for precision, w in whole.items()]
-    return [(f"For reference, ONNX Runtime with {threads} threads on all {len(results['machine']['server_cpus'])} "
-            f"server cores: {'; '.join(parts)}. The goals compare with the service's own compute thread count "
-            f"({results['settings']['threads']}), since the service keeps a core for its event loop."), ""]
+    lines = [(f"For reference, ONNX Runtime with {threads} threads on all {len(results['machine']['server_cpus'])} "
+              f"server cores: {'; '.join(parts)}. The goals compare with the service's own compute thread count "
+              f"({results['settings']['threads']}), since the service keeps a core for its event loop."), ""]
+    for run in results["runs"]:
+        if run["kind"] == "service-all-cores" and run["precision"] in whole:
+            best = max(p["throughput"] for p in run["points"])
+            limit = whole[run["precision"]]["texts_per_s"]
+            lines += [(f"Served with {threads} threads too (`{run['name']}`), HTTP sharing the model's cores: "
+                      f"{best:,.0f} texts/s, {best / limit:.2f} x that limit ({limit:,.0f})."), ""]
+    return lines
 
 
 def runs_table(runs: list[dict]) -> list[str]:

@@ -6,6 +6,9 @@
 2. Over HTTP, one text per request, closed-loop wrk clients at each concurrency: encoder-serve with
    batching (fp32, int8), encoder-serve with batching off (MAX_BATCH_SIZE=1), the naive baseline; and
    encoder-serve with 16 texts per request (outside the goals: HTTP's per-request cost amortized).
+   When the service's compute threads leave a core to the event loop, the first precision is also served
+   with one thread per server core (outside the goals: what the whole machine gives, against the
+   reference limit with as many threads).
 3. The goals (benchmarks.goals) from those numbers; results.json, results.md and throughput_latency.png.
 
 The default run takes about 8 minutes; --quick is a 1-2 minute smoke run written to results/quick/.
@@ -82,7 +85,7 @@ def levels(concurrency: tuple[int, ...], texts_per_request: int) -> list[int]:
 
 
 def contenders(package: ModelPackage, precisions: list[str], checkpoint: Path | None, threads: int,
-               batching_off: list[str], texts_per_request: int = 0) -> list[Contender]:
+               batching_off: list[str], texts_per_request: int = 0, all_threads: int = 0) -> list[Contender]:
     base = {"MODEL_DIR": str(package.path), "ORT_INTRA_OP_THREADS": str(threads), "WORKERS": "1",
             "LOG_LEVEL": "warning", "API_KEY": ""}
     out = []
@@ -96,6 +99,10 @@ def contenders(package: ModelPackage, precisions: list[str], checkpoint: Path | 
             out.append(Contender(f"encoder-serve {precision}, {texts_per_request} texts/request",
                                  "encoder_serve.service", env, precision, kind="service-multi",
                                  texts_per_request=texts_per_request))
+        if all_threads > threads and precision == precisions[0]:
+            out.append(Contender(f"encoder-serve {precision}, {all_threads} threads", "encoder_serve.service",
+                                 {**env, "ORT_INTRA_OP_THREADS": str(all_threads)}, precision,
+                                 kind="service-all-cores"))
     if checkpoint is not None:
         out.append(Contender("naive FastAPI + PyTorch", "benchmarks.naive_app",
                              {"CHECKPOINT_DIR": str(checkpoint), "TORCH_THREADS": str(threads)},
@@ -182,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         texts = load_texts(args.data)
         for contender in contenders(package, precisions, checkpoint, split.threads,
-                                    args.batching_off.split(","), args.texts_per_request):
+                                    args.batching_off.split(","), args.texts_per_request,
+                                    len(split.server) if results["limits_all_cores"] else 0):
             bodies = write_bodies(texts, Path(tmp) / f"bodies-{contender.texts_per_request}.txt",
                                   contender.texts_per_request)
             run = {"name": contender.name, "kind": contender.kind, "precision": contender.precision,

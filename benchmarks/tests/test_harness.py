@@ -151,3 +151,17 @@ def test_the_default_split_keeps_a_core_for_the_event_loop_and_the_client():
     assert CoreSplit.from_args(core_args(threads=1)).threads == 1
     strict = CoreSplit.from_args(core_args(server="0", client="1"))  # HTTP competes with the model
     assert (strict.server, strict.client, strict.threads) == ((0,), (1,), 1)
+
+
+def test_the_whole_machine_note_compares_like_with_like():
+    from benchmarks.report import whole_machine_note
+    results = {"machine": {"server_cpus": [0, 1]}, "settings": {"threads": 1},
+               "limits_all_cores": {"fp32": {"threads": 2, "texts_per_s": 1400.0, "best_batch_size": 32,
+                                             "best_order": "length"}},
+               "runs": [run("service", True, [point(64, 780)]),
+                        {**run("service-all-cores", True, [point(64, 1000), point(256, 1050)]), "name": "x"}]}
+    note = " ".join(whole_machine_note(results))
+    assert "2 threads on all 2 server cores: fp32 1,400 texts/s" in note
+    assert "1,050 texts/s, 0.75 x that limit (1,400)" in note
+    assert whole_machine_note({**results, "limits_all_cores": {}}) == []
+    assert {g["goal"] for g in goals.evaluate(LIMITS, results["runs"])} == {"saturation"}  # not a goal contender
