@@ -11,7 +11,7 @@
    reference limit with as many threads).
 3. The goals (benchmarks.goals) from those numbers; results.json, results.md and throughput_latency.png.
 
-The default run takes about 8 minutes; --quick is a 1-2 minute smoke run written to results/quick/.
+The default run takes about 13 minutes; --quick is a 1-2 minute smoke run written to results/quick/.
 """
 
 from __future__ import annotations
