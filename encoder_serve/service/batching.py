@@ -192,8 +192,9 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            in_flight = {task for task in in_flight if not task.done()}
             if len(in_flight) >= PIPELINE_DEPTH:
-                _, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue  # the queue may have changed meanwhile (cancellations, deadlines)
             if self.max_wait_s > 0 and not self._hurry:
                 await self._wait_for_company(loop)
