@@ -69,6 +69,20 @@ async def busy(model, batcher):
     return first
 
 
+async def settle():
+    """Let the scheduler task run until it waits again."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def next_batch_waiting(model, batcher, sequences):
+    """The model busy with one text and `sequences` submitted behind it: (first, second) futures."""
+    first = await busy(model, batcher)
+    second = batcher.submit(sequences, deadline())
+    await settle()
+    return first, second
+
+
 def deadline():
     return asyncio.get_running_loop().time() + 60
 
@@ -143,8 +157,7 @@ async def test_a_positive_wait_holds_a_text_until_the_batch_is_full():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
     batcher = make(model, metrics, max_wait_s=60.0, max_batch_size=3)
     futures = batcher.submit([text(2, seed=1)], deadline())
-    for _ in range(5):
-        await asyncio.sleep(0)  # the scheduler is now waiting for company
+    await settle()  # the scheduler is now waiting for company
     assert model.batches == []
     futures += batcher.submit([text(2, seed=2), text(2, seed=3)], deadline())
     await asyncio.wait_for(asyncio.gather(*futures), 30)
@@ -163,14 +176,10 @@ async def test_the_wait_is_bounded_by_max_wait():
 async def test_the_next_batch_waits_at_the_worker_while_one_computes():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
     batcher = make(model, metrics, max_batch_size=3)
-    first = await busy(model, batcher)
-    second = batcher.submit([text(4, seed=i) for i in range(3)], deadline())
-    for _ in range(5):
-        await asyncio.sleep(0)
+    first, second = await next_batch_waiting(model, batcher, [text(4, seed=i) for i in range(3)])
     assert batcher.depth == 0  # formed and handed to the worker although the model is still busy
     third = batcher.submit([text(5, seed=i) for i in range(2)], deadline())
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await settle()
     assert batcher.depth == 2  # two batches in flight: later texts queue (and can still be dropped)
     model.release()
     results = await asyncio.wait_for(asyncio.gather(*first, *second, *third), 30)
@@ -183,10 +192,7 @@ async def test_the_next_batch_waits_at_the_worker_while_one_computes():
 async def test_the_model_starts_the_next_batch_without_the_event_loop():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
     batcher = make(model, metrics)
-    first = await busy(model, batcher)
-    second = batcher.submit([text(6)], deadline())
-    for _ in range(5):
-        await asyncio.sleep(0)
+    first, second = await next_batch_waiting(model, batcher, [text(6)])
     model.release()
     time.sleep(0.5)  # noqa: ASYNC251 (on purpose: the loop is blocked, as by a burst of requests, when the first batch ends)
     assert model.batches == [[3], [6]]  # the worker went straight on to the batch waiting for it
@@ -198,10 +204,7 @@ async def test_the_model_starts_the_next_batch_without_the_event_loop():
 async def test_close_waits_for_both_batches_in_flight():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
     batcher = make(model, metrics)
-    first = await busy(model, batcher)
-    second = batcher.submit([text(6)], deadline())
-    for _ in range(5):
-        await asyncio.sleep(0)
+    first, second = await next_batch_waiting(model, batcher, [text(6)])
     closing = asyncio.ensure_future(batcher.close())
     await asyncio.sleep(0.05)
     assert not closing.done()
