@@ -52,11 +52,10 @@ class CoreSplit:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CoreSplit:
         default = cls.default()
+        client = cls.parse(args.client_cpus) if args.client_cpus else default.client
         if not args.server_cpus:
-            return cls(default.server, cls.parse(args.client_cpus) if args.client_cpus else default.client,
-                       args.threads or default.compute_threads)
-        return cls(cls.parse(args.server_cpus), cls.parse(args.client_cpus) if args.client_cpus else default.client,
-                   args.threads or 0)
+            return cls(default.server, client, args.threads or default.compute_threads)
+        return cls(cls.parse(args.server_cpus), client, args.threads or 0)
 
 
 def add_core_arguments(parser: argparse.ArgumentParser) -> None:
