@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.loadgen import measure_point
 from benchmarks.machine import CoreSplit
-from benchmarks.servers import Contender, RunningServer
+from benchmarks.servers import Contender, serve
 from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
 
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
            "LOG_LEVEL": "warning", "API_KEY": ""}
     rows = []
     with tempfile.TemporaryDirectory() as tmp, \
-            RunningServer(Contender("encoder-serve", "encoder_serve.service", env), split.server,
+            serve(Contender("encoder-serve", "encoder_serve.service", env), split.server,
                           Path(tmp) / "server.log") as server:
         point = measure_point(server.url, server.pid, write_bodies(texts, Path(tmp) / "bodies.txt"),
                               args.concurrency, args.seconds, 1, split.client, split.server)

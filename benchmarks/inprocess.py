@@ -21,23 +21,13 @@ import random
 import statistics
 import time
 
-import onnxruntime as ort
-
 from benchmarks.workload import DEFAULT_DATA, load_texts
+from encoder_serve import onnx_runtime
 from encoder_serve.package import load_package
 from encoder_serve.tokenization import encode, load_tokenizer
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 ORDERS = ("arrival", "length")
-
-
-def make_session(model_path: str, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
 
 
 def time_batch_size(session, tokenizer, texts: list[str], batch_size: int, seconds: float,
@@ -56,12 +46,12 @@ def time_batch_size(session, tokenizer, texts: list[str], batch_size: int, secon
 
     for i in range(3):  # warm-up: first runs allocate and pick kernels
         ids, mask = encode(tokenizer, batch(i))
-        session.run(None, {"input_ids": ids, "attention_mask": mask})
+        onnx_runtime.run(session, ids, mask)
     times, n, begin, cpu = [], 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - begin < seconds or n < 5 or n % len(batches):  # whole passes: every length
         t0 = time.perf_counter()
         ids, mask = encode(tokenizer, batch(n))
-        session.run(None, {"input_ids": ids, "attention_mask": mask})
+        onnx_runtime.run(session, ids, mask)
         times.append((time.perf_counter() - t0) * 1000)
         n += 1
     cpu_ms_per_text = (time.process_time() - cpu) * 1000 / (n * batch_size)  # robust to a busy machine
@@ -72,7 +62,7 @@ def time_batch_size(session, tokenizer, texts: list[str], batch_size: int, secon
 def measure(package_dir: str, precision: str, threads: int, seconds: float, data=DEFAULT_DATA,
             batch_sizes=BATCH_SIZES) -> dict:
     package = load_package(package_dir)
-    session = make_session(str(package.model_path(precision)), threads)
+    session = onnx_runtime.session(package.model_path(precision), threads)
     tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
     texts = load_texts(data)
     sweep = [time_batch_size(session, tokenizer, texts, b, seconds, order)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from benchmarks.loadgen import wrk_argv
 from benchmarks.machine import CoreSplit, add_core_arguments, taskset
-from benchmarks.servers import Contender, RunningServer
+from benchmarks.servers import Contender, serve
 from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
 
 RATE_HZ = 100
@@ -133,7 +133,7 @@ def profile(package: str, precision: str, concurrency: int, seconds: int, split:
     out.mkdir(parents=True, exist_ok=True)
     recordings = {mode: out / f"profile-{precision}-{mode}.collapsed" for mode in ("wall", "gil")}
     with tempfile.TemporaryDirectory() as tmp, \
-            RunningServer(contender, split.server, Path(tmp) / "server.log") as server:
+            serve(contender, split.server, Path(tmp) / "server.log") as server:
         bodies = write_bodies(load_texts(DEFAULT_DATA), Path(tmp) / "bodies.txt")
         # load for longer than needed (py-spy takes a while to attach); stopped once both recordings are in
         load = subprocess.Popen(wrk_argv(server.url, bodies, concurrency, 10 * seconds + 60, split.client),

@@ -28,7 +28,7 @@ from pathlib import Path
 from benchmarks import goals, report
 from benchmarks.loadgen import measure_point
 from benchmarks.machine import CoreSplit, add_core_arguments, describe, taskset
-from benchmarks.servers import Contender, RunningServer
+from benchmarks.servers import Contender, serve
 from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
 from encoder_serve.package import ModelPackage, PackageError, load_package
 
@@ -42,7 +42,7 @@ def log(message: str) -> None:
 
 def servable_precisions(package: ModelPackage) -> tuple[list[str], list[str]]:
     """(precisions the service will serve, reasons for the others), by the service's own rule."""
-    from encoder_serve.service.runtime import choose_precision
+    from encoder_serve.service.backend import choose_precision
 
     served, skipped = [], []
     for precision in ("fp32", "int8"):
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                    "batching": contender.batching, "texts_per_request": contender.texts_per_request,
                    "env": contender.env, "points": []}
             try:
-                with RunningServer(contender, split.server, logs / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', contender.name)}.log") as s:
+                with serve(contender, split.server, logs / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', contender.name)}.log") as s:
                     for c in levels(mode["concurrency"], contender.texts_per_request):
                         point = measure_point(s.url, s.pid, bodies, c, mode["duration_s"], mode["warmup_s"],
                                               split.client, split.server, contender.texts_per_request)

@@ -84,8 +84,7 @@ def download(staging: Path) -> None:
         fail(f"could not download {HUB_NAME} from the Hugging Face hub ({type(e).__name__}: {e}); {HOW}")
     for split in SPLITS:
         with open(staging / f"{split}.jsonl", "w", encoding="utf-8") as f:
-            for row in loaded[split]:
-                f.write(json.dumps({"text": row["text"], "label": LABELS[row["label"]]}) + "\n")
+            f.writelines(json.dumps({"text": row["text"], "label": LABELS[row["label"]]}) + "\n" for row in loaded[split])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoder_serve.export import onnx_export, quantize, runtime
+from encoder_serve import onnx_runtime
+from encoder_serve.export import onnx_export, quantize
 from encoder_serve.export.build import data_options, library_versions, load_eval_data
 from encoder_serve.model.checkpoint import load_checkpoint
 from encoder_serve.model.metrics import classification_report
@@ -90,8 +91,8 @@ def measure(engines: list, batches: list, single: list, labels: np.ndarray, labe
 
 
 def onnx_engine(path: Path, threads: int, optimize: bool = True) -> Predict:
-    sess = runtime.session(path, threads, optimize=optimize)
-    return lambda ids, mask: runtime.run(sess, ids, mask)
+    sess = onnx_runtime.session(path, threads, optimize=optimize)
+    return lambda ids, mask: onnx_runtime.run(sess, ids, mask)
 
 
 def torch_engine(model) -> Predict:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from encoder_serve.export import onnx_export, optimize, quantize, runtime, verify
+from encoder_serve import onnx_runtime
+from encoder_serve.export import onnx_export, optimize, quantize, verify
 from encoder_serve.model.checkpoint import load_checkpoint
 from encoder_serve.model.data import find_split, load_dataset, read_file
 from encoder_serve.model.metrics import classification_report
@@ -98,7 +99,7 @@ def evaluate(sess, tokenizer: Tokenizer, data: EvalData, labels: list[str]) -> d
     out = {}
     for split, part in (("validation", data.validation), ("test", data.test)):
         if part is not None:
-            predicted = runtime.logits(sess, tokenizer, part.texts, GATE_BATCH_SIZE).argmax(-1)
+            predicted = onnx_runtime.logits(sess, tokenizer, part.texts, GATE_BATCH_SIZE).argmax(-1)
             report = classification_report(part.labels, predicted, labels)
             out[split] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "texts": len(part.texts)}
     return out
@@ -111,7 +112,7 @@ def build_int8(exported: Path, fp32_path: Path, work: Path, tokenizer: Tokenizer
     Static INT8 starts from the graph as exported (see quantize_static_int8), dynamic from the fused one
     (its fused Attention becomes QAttention); `quantize.choose` picks what ships.
     """
-    fp32_validation = runtime.logits(runtime.session(fp32_path, threads), tokenizer, data.validation.texts,
+    fp32_validation = onnx_runtime.logits(onnx_runtime.session(fp32_path, threads), tokenizer, data.validation.texts,
                                      GATE_BATCH_SIZE)
     candidates, paths, metrics = {}, {}, {}
     for mode in quantize.MODES:
@@ -124,8 +125,8 @@ def build_int8(exported: Path, fp32_path: Path, work: Path, tokenizer: Tokenizer
         else:
             quantize.quantize_dynamic_int8(fp32_path, path)
         verify.check_graph(path)
-        sess = runtime.session(path, threads)
-        result = quantize.gate(fp32_validation, runtime.logits(sess, tokenizer, data.validation.texts,
+        sess = onnx_runtime.session(path, threads)
+        result = quantize.gate(fp32_validation, onnx_runtime.logits(sess, tokenizer, data.validation.texts,
                                                                GATE_BATCH_SIZE), data.validation.labels)
         dependence = verify.batch_dependence(sess, tokenizer, probe[:verify.BATCH_SIZES[-1]], scores=True)
         result["batch_dependence"] = dependence
@@ -211,7 +212,7 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
                                "reason": "verified against PyTorch"}}
         metrics = {}
         if data is not None:
-            metrics["fp32"] = evaluate(runtime.session(fp32_path, threads), tokenizer, data, config.labels)
+            metrics["fp32"] = evaluate(onnx_runtime.session(fp32_path, threads), tokenizer, data, config.labels)
         if not int8:
             precisions["int8"] = {"file": None, "servable": False, "reason": "INT8 not built (int8=False)"}
         elif data is None:

@@ -19,7 +19,7 @@ import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer
 
-from encoder_serve.export import runtime
+from encoder_serve import onnx_runtime
 from encoder_serve.model.encoder import EncoderClassifier
 from encoder_serve.tokenization import encode
 
@@ -73,15 +73,15 @@ def diff_vs_pytorch(model: EncoderClassifier, sess: ort.InferenceSession, tokeni
     for batch in batches(texts):
         ids, mask = encode(tokenizer, batch)
         expected = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        worst = max(worst, float(np.abs(runtime.run(sess, ids, mask) - expected).max()))
+        worst = max(worst, float(np.abs(onnx_runtime.run(sess, ids, mask) - expected).max()))
     return worst
 
 
 def alone_and_batched(sess: ort.InferenceSession, tokenizer: Tokenizer,
                       texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Logits of each text run alone (no padding) and inside one padded batch with all the others."""
-    alone = np.concatenate([runtime.run(sess, *encode(tokenizer, [t])) for t in texts])
-    return alone, runtime.run(sess, *encode(tokenizer, texts))
+    alone = np.concatenate([onnx_runtime.run(sess, *encode(tokenizer, [t])) for t in texts])
+    return alone, onnx_runtime.run(sess, *encode(tokenizer, texts))
 
 
 def batch_dependence(sess: ort.InferenceSession, tokenizer: Tokenizer, texts: Sequence[str],
@@ -89,7 +89,7 @@ def batch_dependence(sess: ort.InferenceSession, tokenizer: Tokenizer, texts: Se
     """max |alone - batched| over `texts`, on logits or (scores=True) on softmax scores."""
     alone, batched = alone_and_batched(sess, tokenizer, texts)
     if scores:
-        alone, batched = runtime.softmax(alone), runtime.softmax(batched)
+        alone, batched = onnx_runtime.softmax(alone), onnx_runtime.softmax(batched)
     return float(np.abs(alone - batched).max())
 
 
@@ -97,7 +97,7 @@ def verify_fp32(model: EncoderClassifier, path: str | Path, tokenizer: Tokenizer
                 threads: int = 1) -> dict:
     """Run every check on the fp32 graph at `path`; raises VerificationError with the numbers."""
     check_graph(path)
-    sess = runtime.session(path, threads)
+    sess = onnx_runtime.session(path, threads)
     vs_pytorch = diff_vs_pytorch(model, sess, tokenizer, texts)
     if not vs_pytorch <= FP32_TOLERANCE:  # `not <=` also catches NaN
         raise VerificationError(f"{Path(path).name}: ONNX Runtime differs from PyTorch by max |Δlogits| = "

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from encoder_serve.package import PackageError, load_package
+from encoder_serve.service.backend import choose_precision
 from encoder_serve.service.logs import log_config
-from encoder_serve.service.runtime import choose_precision
 from encoder_serve.service.settings import Settings, load_settings
 
 APP = "encoder_serve.service.app:create_app"

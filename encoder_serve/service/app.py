@@ -1,9 +1,10 @@
 """`create_app`: the FastAPI application, and the lifespan that loads, warms up and drains the model.
 
 The package (manifest, hashes) is read when the app is built, since the request schema carries its label
-count; the ONNX Runtime session is created and warmed up in the lifespan, before uvicorn accepts any
-connection, so /readyz is true from the first request it can answer. On SIGTERM readiness turns false
-at once; uvicorn stops accepting, lets accepted requests finish, and then the lifespan drains the batcher.
+count; the operations port starts first (so probes answer "alive, not ready" while the model loads), then
+the ONNX Runtime session is created and warmed up, before uvicorn accepts any connection, so /readyz is
+true from the first request it can answer. On SIGTERM readiness turns false at once; uvicorn stops
+accepting, lets accepted requests finish, and then the lifespan drains the batcher.
 """
 
 from __future__ import annotations
@@ -12,21 +13,31 @@ import asyncio
 import signal
 import threading
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from encoder_serve.package import load_package
-from encoder_serve.service.api import ClassifyEndpoint, build_router
+from encoder_serve.service import routes
+from encoder_serve.service.admission import Admission
+from encoder_serve.service.api import build_router
 from encoder_serve.service.apidocs import add_docs_pages
+from encoder_serve.service.backend import OnnxBackend
 from encoder_serve.service.batching import Batcher
 from encoder_serve.service.errors import install_error_handlers
-from encoder_serve.service.inference import Classifier
 from encoder_serve.service.kserve import build_kserve_router
-from encoder_serve.service.metrics import ServiceMetrics, forget_this_process
-from encoder_serve.service.middleware import RequestContext
-from encoder_serve.service.runtime import Runtime
+from encoder_serve.service.metrics import (
+    ProcessTreeCollector,
+    ServiceMetrics,
+    forget_this_process,
+    server_root,
+)
+from encoder_serve.service.middleware import FastEndpoint, RequestContext
+from encoder_serve.service.pipeline import InferencePipeline
+from encoder_serve.service.probes import OpsServer
 from encoder_serve.service.schemas import classify_request_model
 from encoder_serve.service.settings import Settings, load_settings
 from encoder_serve.service.state import Service
@@ -46,7 +57,7 @@ def drain_on_signals(service: Service) -> None:
         previous = signal.getsignal(sig)
         if callable(previous):
             def handler(signum, frame, previous=previous):
-                loop.call_soon_threadsafe(service.begin_drain)
+                loop.call_soon_threadsafe(service.drain)
                 previous(signum, frame)
             signal.signal(sig, handler)
 
@@ -68,26 +79,43 @@ def document_model(app: FastAPI, model: type[BaseModel]) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     service: Service = app.state.service
+    admission: Admission = app.state.admission
     settings = service.settings
-    runtime = await asyncio.to_thread(Runtime, service.package, settings.precision, settings.intra_op_threads)
-    if settings.max_batch_tokens < runtime.max_length:
-        raise ValueError(f"MAX_BATCH_TOKENS ({settings.max_batch_tokens}) must be >= the model's max_length "
-                         f"({runtime.max_length}), or a long text could never be batched")
-    await asyncio.to_thread(runtime.warm_up)
-    batcher = Batcher(runtime.predict, service.metrics, max_batch_size=settings.max_batch_size,
-                      max_batch_tokens=settings.max_batch_tokens, max_wait_s=settings.max_wait_ms / 1000,
-                      max_queue_size=settings.max_queue_size, max_padding=settings.max_padding_ratio)
-    batcher.start()
-    service.classifier = Classifier(runtime, batcher, service.metrics)
-    service.metrics.model_info.labels(service.package.name, service.package.version, runtime.precision).set(1)
-    service.metrics.ready.set(1)
-    drain_on_signals(service)
+    service.health.start_heartbeat(asyncio.get_running_loop())
+    ops = None
+    if settings.ops_port:
+        ops = OpsServer(settings.host, settings.ops_port, service.health, service.package.ref,
+                        service.exposition).start()
     try:
-        yield
+        backend = await asyncio.to_thread(OnnxBackend, service.package, settings.precision, settings.intra_op_threads)
+        if settings.max_batch_tokens < backend.max_length:
+            raise ValueError(f"MAX_BATCH_TOKENS ({settings.max_batch_tokens}) must be >= the model's max_length "
+                             f"({backend.max_length}), or a long text could never be batched")
+        seconds_per_token = await asyncio.to_thread(backend.warm_up)
+        batcher = Batcher(backend.predict, service.metrics, max_batch_size=settings.max_batch_size,
+                          max_batch_tokens=settings.max_batch_tokens, max_wait_ms=settings.max_wait_ms,
+                          max_queue_size=settings.max_queue_size, max_padding_ratio=settings.max_padding_ratio,
+                          seconds_per_token=seconds_per_token)
+        batcher.start()
+        admission.work_ahead_s = batcher.work_ahead_s
+        service.load(InferencePipeline(backend, batcher, service.metrics))
+        drain_on_signals(service)
+        try:
+            yield
+        finally:
+            service.drain()
+            await batcher.close()
+            forget_this_process()
     finally:
-        service.begin_drain()
-        await batcher.close()
-        forget_this_process()
+        if ops is not None:
+            ops.stop()
+
+
+def fast_endpoints(app: FastAPI, routers: list[APIRouter]) -> dict[routes.Route, FastEndpoint]:
+    """The handler of every route the table marks `fast`, callable without FastAPI's routing."""
+    handlers = {(method, r.path): r.endpoint for router in routers for r in router.routes
+                if isinstance(r, APIRoute) for method in r.methods}
+    return {route: FastEndpoint(app, handlers[route.method, route.path]) for route in routes.ROUTES if route.fast}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,18 +123,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     package = load_package(settings.model_dir)
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
+    root = server_root(settings.workers)
+    if Path("/proc").is_dir():
+        registry.register(ProcessTreeCollector(root))
     request_model = classify_request_model(settings.max_inputs_per_request, settings.max_chars_per_input,
                                            len(package.labels))
     app = FastAPI(title="encoder-serve", summary=f"Text classification with {package.ref}",
                   version=package.version, lifespan=lifespan, telemetry=NO_TELEMETRY, docs_url=None, redoc_url=None)
+    app.state.service = Service(settings=settings, package=package, metrics=metrics, registry=registry,
+                                process_root=root)
+    app.state.admission = Admission(metrics, max_body_bytes=settings.max_body_bytes,
+                                    max_concurrent_requests=settings.max_concurrent_requests,
+                                    max_queue_delay_ms=settings.max_queue_delay_ms,
+                                    max_concurrent_explains=settings.max_concurrent_explains)
+    routers = [build_router(request_model), build_kserve_router(request_model)]
+    for router in routers:
+        app.include_router(router)
     add_docs_pages(app)
-    app.state.service = Service(settings=settings, package=package, metrics=metrics, registry=registry)
-    router = build_router(request_model)
-    app.include_router(router)
-    app.include_router(build_kserve_router(request_model))
     document_model(app, request_model)
     install_error_handlers(app)
-    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       max_concurrent_requests=settings.max_concurrent_requests,
-                       endpoints={("POST", "/v1/classify"): ClassifyEndpoint(app, router, request_model)})
+    app.add_middleware(RequestContext, metrics=metrics, admission=app.state.admission,
+                       fast_endpoints=fast_endpoints(app, routers))
     return app

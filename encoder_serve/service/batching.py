@@ -4,7 +4,7 @@ Design (after text-embeddings-inference's `core/src/queue.rs`): request handlers
 one entry per text, each with its own future and deadline. A single background task owns the queue:
 whenever the model is free it takes whatever is queued, up to `max_batch_size` texts and `max_batch_tokens`
 padded tokens, and runs the model in a dedicated worker thread, so the event loop keeps accepting and
-tokenizing the next requests while the current batch computes. With `max_wait_s = 0` a lone text never
+tokenizing the next requests while the current batch computes. With `max_wait_ms = 0` a lone text never
 waits for company; a positive value lets the scheduler hold the oldest text up to that long to fill a batch.
 
 Two batches are in flight at most (PIPELINE_DEPTH): while one computes, the next is already formed and
@@ -14,8 +14,12 @@ Under load that gap was ~3% of the model's time; a text that arrives meanwhile w
 
 When more is queued than fits, the batch is built around the oldest text (so nothing starves) from the
 texts closest to it in length, adding at each step whichever neighbour adds fewer padding tokens, and
-stops growing before the batch's padding ratio passes `max_padding` (the rest runs next, without waiting).
-Entries whose caller has gone (cancelled future) or whose deadline has passed are dropped before compute.
+stops growing before the batch's padding ratio passes `max_padding_ratio` (the rest runs next, at once).
+Entries whose caller has gone (cancelled future) are dropped before compute, and so are entries whose
+deadline would pass before their batch could finish (they fail with DeadlineExceeded: a 504 at once,
+instead of work nobody waits for). How long that is comes from the model's measured speed: seconds per
+padded token, a moving average over recent batches. The same estimate gives `work_ahead_s`, the model
+time queued ahead of a new text, which admission compares with its budget before taking a request.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class Entry:
     enqueued: float = field(default=0.0)  # loop.time()
 
 
-def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int, max_padding: float = 1.0) -> list[int]:
+def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int, max_padding_ratio: float = 1.0) -> list[int]:
     """Indices of the texts to run together; `lengths[0]` is the oldest and is always chosen.
 
     The batch costs `len(batch) * max(length)` padded tokens, and the model's work grows with them, not
@@ -75,11 +79,11 @@ def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int, max_pad
     oldest text in length order, take the shorter neighbour (adds its padding) or the longer one (raises
     every row to its length), whichever wastes fewer tokens among those that keep the batch within
     `max_size` texts, `max_tokens` padded tokens and a padding ratio (padding / padded tokens) of
-    `max_padding`; stop when neither does. What is left runs in the next batch, as soon as the model is free.
+    `max_padding_ratio`; stop when neither does. What is left runs in the next batch, as soon as the model is free.
     """
     def fits(count: int, longest: int, total: int) -> bool:
         padded = count * longest
-        return count <= max_size and padded <= max_tokens and padded - total <= max_padding * padded
+        return count <= max_size and padded <= max_tokens and padded - total <= max_padding_ratio * padded
 
     n = len(lengths)
     if fits(n, max(lengths), sum(lengths)):
@@ -111,41 +115,50 @@ class Batcher:
     """Owns the queue and the scheduler task; `predict` runs in one dedicated worker thread."""
 
     def __init__(self, predict: Predict, metrics: BatchMetrics, *, max_batch_size: int, max_batch_tokens: int,
-                 max_wait_s: float = 0.0, max_queue_size: int = 1024, max_padding: float = 1.0):
+                 max_wait_ms: float = 0.0, max_queue_size: int = 1024, max_padding_ratio: float = 1.0,
+                 seconds_per_token: float = 0.0):
         self._predict = predict
         self._metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.max_wait_s = max_wait_s
+        self.max_wait_s = max_wait_ms / 1000
         self.max_queue_size = max_queue_size
-        self.max_padding = max_padding
+        self.max_padding_ratio = max_padding_ratio
         self._queue: deque[Entry] = deque()
+        self._queued_tokens = 0
+        self._in_flight_tokens = 0  # padded tokens handed to the worker and not finished
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._hurry = False  # draining: stop holding texts for company
-        self._seconds_per_text = 0.0  # moving average, for Retry-After
-
-    @property
-    def depth(self) -> int:
-        return len(self._queue)
+        self._draining = False  # stop holding texts for company
+        self.seconds_per_token = seconds_per_token  # moving average of the model's speed
+        self.busy_since: float | None = None  # perf_counter() when the running model call began
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
-    def stop_waiting(self) -> None:
-        """Draining: run queued texts as soon as the model is free instead of holding them for company."""
-        self._hurry = True
+    @property
+    def alive(self) -> bool:
+        """False once the scheduler task has died (never, unless a bug): the process cannot serve then."""
+        return self._task is not None and not (self._task.done() and not self._closing)
+
+    def drain(self) -> None:
+        """Run queued texts as soon as the model is free instead of holding them for company (SIGTERM)."""
+        self._draining = True
         self._wakeup.set()
 
     async def close(self) -> None:
         """Take no more work, run everything already queued, then stop the scheduler and the worker."""
-        self._closing = self._hurry = True
+        self._closing = self._draining = True
         self._wakeup.set()
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
+
+    def work_ahead_s(self) -> float:
+        """Seconds of model work ahead of a text queued now: everything queued and in flight."""
+        return (self._queued_tokens + self._in_flight_tokens) * self.seconds_per_token
 
     def admit(self, count: int) -> None:
         """Raise QueueFull now if `count` more texts could not be queued: checked before tokenizing, so an
@@ -167,6 +180,7 @@ class Batcher:
         for ids in sequences:
             future = loop.create_future()
             self._queue.append(Entry(ids, future, deadline, now))
+            self._queued_tokens += len(ids)
             futures.append(future)
         self._metrics.set_queue_depth(len(self._queue))
         self._wakeup.set()
@@ -179,8 +193,8 @@ class Batcher:
         self._wakeup.set()
 
     def retry_after_s(self) -> int:
-        """Seconds until the queue has drained at the recent rate (at least 1, as Retry-After wants)."""
-        return max(1, math.ceil(len(self._queue) * self._seconds_per_text))
+        """Seconds until the work queued now is done at the recent speed (at least 1, as Retry-After wants)."""
+        return max(1, math.ceil(self.work_ahead_s()))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -196,7 +210,7 @@ class Batcher:
             if len(in_flight) >= PIPELINE_DEPTH:
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue  # the queue may have changed meanwhile (cancellations, deadlines)
-            if self.max_wait_s > 0 and not self._hurry:
+            if self.max_wait_s > 0 and not self._draining:
                 await self._wait_for_company(loop)
             batch = self._take_batch(loop.time())
             if batch:
@@ -211,7 +225,7 @@ class Batcher:
     async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hold the queue until it fills a batch, its oldest text has waited max_wait_s, or a deadline
         comes; entries given up on meanwhile leave at once, so they never hold queue slots."""
-        while not self._hurry and self._queue and not self._full():
+        while not self._draining and self._queue and not self._full():
             now = loop.time()
             self._drop_dead(now)
             if not self._queue:
@@ -239,40 +253,55 @@ class Batcher:
             else:
                 live.append(entry)
         if gone or expired:
-            self._queue = live
-            self._metrics.set_queue_depth(len(live))
+            self._set_queue(live)
             if gone:
                 self._metrics.dropped("client_gone", gone)
             if expired:
                 self._metrics.dropped("deadline", expired)
 
+    def _set_queue(self, entries: deque[Entry]) -> None:
+        self._queue = entries
+        self._queued_tokens = sum(len(e.ids) for e in entries)
+        self._metrics.set_queue_depth(len(entries))
+
     def _take_batch(self, now: float) -> list[Entry]:
+        """The next batch; its texts that could not finish before their deadline fail now instead."""
         self._drop_dead(now)
         if not self._queue:
-            self._metrics.set_queue_depth(0)
             return []
         chosen = select_batch([len(e.ids) for e in self._queue], self.max_batch_size, self.max_batch_tokens,
-                              self.max_padding)
+                              self.max_padding_ratio)
         if len(chosen) == len(self._queue):
             batch = list(self._queue)
-            self._queue.clear()
+            self._set_queue(deque())
         else:
             picked = set(chosen)
             batch = [self._queue[i] for i in chosen]
-            self._queue = deque(e for i, e in enumerate(self._queue) if i not in picked)
-        self._metrics.set_queue_depth(len(self._queue))
+            self._set_queue(deque(e for i, e in enumerate(self._queue) if i not in picked))
+        finish = now + (self._in_flight_tokens + len(batch) * max(len(e.ids) for e in batch)) * self.seconds_per_token
+        late = [e for e in batch if e.deadline < finish]
+        if late:
+            for entry in late:
+                entry.future.set_exception(DeadlineExceeded())
+            self._metrics.dropped("deadline", len(late))
+            batch = [e for e in batch if e.deadline >= finish]
         for entry in batch:
             self._metrics.observe_queue_wait(now - entry.enqueued)
         return batch
 
     def _timed_predict(self, sequences: list[Sequence[int]]) -> tuple[np.ndarray, float]:
         """In the worker thread: the model's own time, not the wait behind the batch before it."""
-        started = time.perf_counter()
-        outputs = self._predict(sequences)
+        started = self.busy_since = time.perf_counter()
+        try:
+            outputs = self._predict(sequences)
+        finally:
+            self.busy_since = None
         return outputs, time.perf_counter() - started
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Entry]) -> None:
         sequences = [e.ids for e in batch]
+        padded = len(batch) * max(len(s) for s in sequences)
+        self._in_flight_tokens += padded
         try:
             outputs, seconds = await loop.run_in_executor(self._executor, self._timed_predict, sequences)
         except Exception as error:  # noqa: BLE001 (a model failure fails its batch, not the scheduler)
@@ -280,9 +309,12 @@ class Batcher:
                 if not entry.future.done():
                     entry.future.set_exception(error)
             return
-        self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / len(batch)
+        finally:
+            self._in_flight_tokens -= padded
+        speed = seconds / padded
+        self.seconds_per_token = speed if not self.seconds_per_token else 0.8 * self.seconds_per_token + 0.2 * speed
         tokens = sum(len(s) for s in sequences)
-        self._metrics.observe_batch(len(batch), tokens, len(batch) * max(len(s) for s in sequences), seconds)
+        self._metrics.observe_batch(len(batch), tokens, padded, seconds)
         for entry, row in zip(batch, outputs):
             if not entry.future.done():
                 entry.future.set_result(row)

@@ -19,15 +19,22 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from encoder_serve.service.api import (
+from encoder_serve.service import routes
+from encoder_serve.service.http import (
     ERRORS,
+    JSON,
     TIMEOUT_PARAMETER,
+    ApiError,
     authorize,
     client_gone,
+    detail,
+    field_name,
+    invalid,
     request_timeout,
     service_of,
 )
-from encoder_serve.service.errors import JSON, ApiError, field_name
+from encoder_serve.service.pipeline import InputTooLong
+from encoder_serve.service.schemas import ErrorResponse
 from encoder_serve.service.state import Service
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -79,7 +86,7 @@ def _flatten(data: list[Any]) -> list[Any]:
 
 
 def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, f"{field}: {message}", [{"field": field, "message": message}])
+    return invalid([{"field": field, "message": message}])
 
 
 async def parse_infer_request(request: Request) -> tuple[InferRequest, list[str]]:
@@ -94,9 +101,7 @@ async def parse_infer_request(request: Request) -> tuple[InferRequest, list[str]
     try:
         infer = InferRequest.model_validate_json(body[:split])
     except ValidationError as e:
-        details = [{"field": field_name(err["loc"]) if err["type"] != "json_invalid" else "body",
-                    "message": err["msg"]} for err in e.errors()]
-        raise ApiError(422, "; ".join(f"{d['field']}: {d['message']}" for d in details), details) from None
+        raise invalid([detail(err) for err in e.errors()]) from None
     tensor = infer.inputs[0]
     if tensor.name != INPUT or tensor.datatype != "BYTES":
         raise _invalid("inputs[0]", f"expected the BYTES input {INPUT!r}, got {tensor.datatype} {tensor.name!r}")
@@ -157,9 +162,12 @@ def _model(service: Service, name: str, version: str | None = None) -> None:
 
 
 def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
-    router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+    router = APIRouter(tags=["kserve-v2"])
+    unavailable = {503: {"model": ErrorResponse}}
+    missing = {404: {"model": ErrorResponse}, **unavailable}  # unknown model or version; not ready
+    guarded = {**missing, 401: ERRORS[401]}
 
-    @router.get("", summary="Server metadata")
+    @router.get(routes.V2_SERVER.path, summary="Server metadata")
     async def server_metadata() -> Response:
         try:
             version = metadata.version("encoder-serve")
@@ -167,30 +175,28 @@ def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
             version = "unknown"
         return JSON({"name": "encoder-serve", "version": version, "extensions": ["binary_tensor_data"]})
 
-    @router.get("/health/live", summary="Server liveness")
-    async def live() -> Response:
-        return JSON({"live": True})
+    @router.get(routes.V2_LIVE.path, summary="Server liveness (also on OPS_PORT)", responses=unavailable)
+    async def live(request: Request) -> Response:
+        alive = service_of(request).health.live()[0]
+        return JSON({"live": alive}, status_code=200 if alive else 503)
 
-    @router.get("/health/ready", summary="Server readiness", responses={503: {"model": ERRORS[503]["model"]}})
+    @router.get(routes.V2_READY.path, summary="Server readiness (also on OPS_PORT)", responses=unavailable)
     async def ready(request: Request) -> Response:
         service = service_of(request)
         return JSON({"ready": service.ready}, status_code=200 if service.ready else 503)
 
-    missing = {404: ERRORS[422], 503: ERRORS[503]}  # unknown model or version; not ready
-    guarded = {**missing, 401: ERRORS[401]}
-
-    @router.get("/models/{name}/ready", summary="Model readiness", responses=missing)
-    @router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness", responses=missing)
+    @router.get(routes.V2_MODEL_READY.path, summary="Model readiness", responses=missing)
+    @router.get(routes.V2_MODEL_VERSION_READY.path, summary="Model version readiness", responses=missing)
     async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
         service = service_of(request)
         _model(service, name, version)
         return JSON({"name": name, "ready": service.ready}, status_code=200 if service.ready else 503)
 
-    @router.get("/models/{name}", summary="Model metadata", responses=guarded)
-    @router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=guarded)
+    @router.get(routes.V2_MODEL.path, summary="Model metadata", responses=guarded)
+    @router.get(routes.V2_MODEL_VERSION.path, summary="Model version metadata", responses=guarded)
     async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
         service = service_of(request)
-        authorize(service, request)
+        authorize(service.settings.api_key, request)
         _model(service, name, version)
         package = service.package
         return JSON({"name": package.name, "versions": [package.version], "platform": "onnxruntime_onnx",
@@ -201,25 +207,26 @@ def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
 
     timeout = {"parameters": [TIMEOUT_PARAMETER]}
 
-    @router.post("/models/{name}/infer", responses={**ERRORS, **missing}, summary="Inference",
+    @router.post(routes.V2_INFER.path, responses={**ERRORS, **missing}, summary="Inference",
                  openapi_extra=timeout)
-    @router.post("/models/{name}/versions/{version}/infer", responses={**ERRORS, **missing},
-                 summary="Inference on a model version",
-                 openapi_extra=timeout)
+    @router.post(routes.V2_INFER_VERSION.path, responses={**ERRORS, **missing},
+                 summary="Inference on a model version", openapi_extra=timeout)
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         service = service_of(request)
-        authorize(service, request)
-        timeout_s = request_timeout(service, request)
+        authorize(service.settings.api_key, request)
+        timeout_s = request_timeout(service.settings.request_timeout_s, request)
         _model(service, name, version)
         infer, texts = await parse_infer_request(request)
+        truncate = infer.parameters.get("truncate", True)
         try:  # the same limits and messages as /v1/classify
-            request_model.model_validate({"inputs": texts, "truncate": infer.parameters.get("truncate", True)})
+            request_model.model_validate({"inputs": texts, "truncate": truncate})
         except ValidationError as e:
-            details = [{"field": _texts_field(err["loc"]), "message": err["msg"]} for err in e.errors()]
-            raise ApiError(422, "; ".join(f"{d['field']}: {d['message']}" for d in details), details) from None
-        probabilities = np.stack(await service.classifier.classify(
-            texts, truncate=infer.parameters.get("truncate", True) is not False, timeout_s=timeout_s,
-            client_gone=client_gone(request.receive)))
+            raise invalid([detail(err, name=_texts_field) for err in e.errors()]) from None
+        try:
+            probabilities = np.stack(await service.pipeline.classify(
+                texts, truncate=truncate is not False, timeout_s=timeout_s, client_gone=client_gone(request.receive)))
+        except InputTooLong as e:
+            raise invalid([{"field": f"inputs[0].data[{e.index}]", "message": str(e)}]) from None
         outputs, binary = build_outputs(infer, probabilities, service.package.labels)
         reply = {"model_name": service.package.name, "model_version": service.package.version, "outputs": outputs}
         if infer.id is not None:

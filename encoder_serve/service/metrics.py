@@ -2,12 +2,15 @@
 
 With several uvicorn workers each process writes its samples to PROMETHEUS_MULTIPROC_DIR (prepared by the
 launcher) and /metrics merges them; gauges say how to merge (queue depth and in-flight requests sum over
-live workers, model info and readiness take the live maximum and minimum).
+live workers, model info and readiness take the live maximum and minimum). The server's own vital signs,
+CPU seconds and resident memory, are read from /proc at scrape time for the whole process tree (the
+launcher and every worker), so they are right however many workers there are.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,12 +21,15 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 PREFIX = "encoder_serve_"
 LATENCY_BUCKETS = (.0005, .001, .0025, .005, .0075, .01, .025, .05, .075, .1, .25, .5, .75, 1, 2.5, 5, 10, 30)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 TOKEN_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 RATIO_BUCKETS = (0, .05, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1)
+REJECTED_REASONS = ("queue_full", "queue_delay", "concurrency", "body_too_large", "explain_busy")
 
 
 def multiprocess_dir() -> str | None:
@@ -55,7 +61,8 @@ class ServiceMetrics:
         self.in_flight = Gauge(PREFIX + "in_flight_requests", "Requests being handled.",
                                multiprocess_mode="livesum", **r)
         self.texts = Counter(PREFIX + "texts_total", "Texts classified.", **r)
-        self.rejected = Counter(PREFIX + "rejected_total", "Requests refused with 429.", ["reason"], **r)
+        self.rejected = Counter(PREFIX + "rejected_total", "Requests refused before any work (429 or 413), by "
+                                "reason.", ["reason"], **r)
         self.timeouts = Counter(PREFIX + "timeouts_total", "Requests answered 504.", **r)
         self.dropped_texts = Counter(PREFIX + "dropped_total", "Texts dropped before compute.", ["reason"], **r)
         self.model_info = Gauge(PREFIX + "model_info", "The served model (value 1).",
@@ -63,7 +70,7 @@ class ServiceMetrics:
         self.ready = Gauge(PREFIX + "ready", "1 when the worker takes traffic.", multiprocess_mode="livemin", **r)
         for reason in ("client_gone", "deadline"):
             self.dropped_texts.labels(reason)
-        for reason in ("queue_full", "concurrency"):
+        for reason in REJECTED_REASONS:
             self.rejected.labels(reason)
 
     # the batcher's side (batching.BatchMetrics)
@@ -84,11 +91,55 @@ class ServiceMetrics:
         self.dropped_texts.labels(reason).inc(count)
 
 
-def render(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The exposition text: this app's registry, or every worker's samples in multiprocess mode."""
+class ProcessTreeCollector(Collector):
+    """CPU seconds and resident memory of the server: the process `root` and every process below it."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def processes(self) -> list[int]:
+        pids, i = [self.root], 0
+        while i < len(pids):
+            for task in Path(f"/proc/{pids[i]}/task").glob("*"):
+                try:
+                    pids += [int(c) for c in (task / "children").read_text().split()]
+                except OSError:
+                    pass
+            i += 1
+        return pids
+
+    def collect(self):
+        cpu = rss = 0.0
+        for pid in self.processes():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                statm = Path(f"/proc/{pid}/statm").read_text()
+            except OSError:  # the process ended meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+            cpu += (int(fields[11]) + int(fields[12])) / self.ticks  # utime + stime
+            rss += int(statm.split()[1]) * self.page
+        yield CounterMetricFamily(PREFIX + "process_cpu_seconds", "CPU seconds (user + system) of the server's "
+                                  "processes (launcher and workers).", value=cpu)
+        yield GaugeMetricFamily(PREFIX + "process_resident_memory_bytes", "Resident memory of the server's "
+                                "processes (launcher and workers).", value=rss)
+
+
+def server_root(workers: int) -> int:
+    """The process at the top of the server: uvicorn's supervisor when there are several workers."""
+    return os.getppid() if workers > 1 else os.getpid()
+
+
+def render(registry: CollectorRegistry, process_root: int | None = None) -> tuple[bytes, str]:
+    """The exposition text: this app's registry, or every worker's samples in multiprocess mode, plus the
+    process tree's CPU and memory when `process_root` is given (and /proc exists)."""
     if multiprocess_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        if process_root is not None and Path("/proc").is_dir():
+            registry.register(ProcessTreeCollector(process_root))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

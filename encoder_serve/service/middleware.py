@@ -1,11 +1,17 @@
-"""Pure-ASGI middleware (no BaseHTTPMiddleware: it costs a task and a stream per request).
+"""One pure-ASGI layer for what every HTTP request needs (no BaseHTTPMiddleware: it costs a task and a
+stream per request, and one layer costs less than two).
 
-`RequestContext` gives every HTTP request an id (a sane incoming X-Request-ID is kept), echoes it in the
-response, counts and times the request by route template, tracks in-flight requests, writes one JSON
-log line, and enforces MAX_BODY_BYTES: 413 from Content-Length up front, or once a streamed body passes it.
-Routes listed in `endpoints` (the hot POST /v1/classify) are called directly, skipping FastAPI's routing.
-It also caps inference requests in progress (MAX_CONCURRENT_REQUESTS, as TEI's max_concurrent_requests):
-past the cap a request gets 429 before its body is read or tokenized, so overload costs little to refuse.
+`RequestContext` finds the request's route in the route table, gives it an id (a sane incoming
+X-Request-ID is kept), echoes the id in the response, asks `Admission` whether to take it (a refusal is
+answered here, before the body is read or any handler runs), counts and times it under its route label
+(refusals included), tracks in-flight requests and writes one JSON log line. It also stops a streamed body
+at MAX_BODY_BYTES.
+
+Routes marked `fast` in the table (POST /v1/classify, the one that carries the load) are called directly:
+routing through FastAPI (router, exception and exit-stack middleware, the endpoint wrapper, dependency
+resolution) cost about as much CPU as the request's own work. `FastEndpoint` runs the same handler the
+documented FastAPI route runs and maps errors through the app's own exception handlers, so the answers
+are identical.
 """
 
 from __future__ import annotations
@@ -14,13 +20,18 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
+from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from encoder_serve.service.errors import error_response
+from encoder_serve.service.admission import Admission
+from encoder_serve.service.http import error_response
 from encoder_serve.service.logs import request_id
 from encoder_serve.service.metrics import ServiceMetrics
+from encoder_serve.service.routes import Route, match
 
 access_log = logging.getLogger("encoder_serve.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # anything else could forge log lines: replace it
@@ -33,31 +44,36 @@ def incoming_request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-def is_inference(scope: Scope) -> bool:
-    """POST /v1/classify or POST /v2/models/{name}/infer: the routes that queue work for the model."""
-    path = scope["path"]
-    return scope["method"] == "POST" and (path == "/v1/classify" or
-                                          (path.startswith("/v2/models/") and path.endswith("/infer")))
+class FastEndpoint:
+    """A route's handler as a bare ASGI endpoint, errors mapped by the app's own exception handlers."""
+
+    def __init__(self, app: FastAPI, handler: Callable[[Request], Awaitable[Response]]):
+        self.handler = handler
+        self.handlers = app.exception_handlers  # filled by install_error_handlers; read at request time
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self.handler(request)
+        except Exception as exc:  # noqa: BLE001 (mapped exactly as ExceptionMiddleware would)
+            handler = next(self.handlers[cls] for cls in type(exc).__mro__ if cls in self.handlers)
+            response = await handler(request, exc)
+        await response(scope, receive, send)
 
 
 class RequestContext:
-    """One pure-ASGI layer for everything every HTTP request needs (one layer costs less than two)."""
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int, max_concurrent_requests: int,
-                 endpoints: dict[tuple[str, str], ASGIApp] | None = None):
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, admission: Admission,
+                 fast_endpoints: dict[Route, ASGIApp] | None = None):
         self.app = app
-        self.endpoints = endpoints or {}  # (method, path) -> ASGI endpoint called without FastAPI's routing
         self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
-        self.max_concurrent = max_concurrent_requests
-        self.inference_in_progress = 0
-        self.too_many = f"more than {max_concurrent_requests} inference requests in progress; retry in 1 s"
-        self.too_large = f"request body larger than {max_body_bytes} bytes (MAX_BODY_BYTES)"
+        self.admission = admission
+        self.fast_endpoints = fast_endpoints or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
+        route, label = match(scope["method"], scope["path"])
         rid = incoming_request_id(scope)
         token = request_id.set(rid)
         header = (b"x-request-id", rid.encode())
@@ -70,51 +86,43 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        inference = is_inference(scope)
-        self.inference_in_progress += inference
         self.metrics.in_flight.inc()
         try:
-            if self.declared_too_large(scope):
-                response = error_response(413, self.too_large, headers={"Connection": "close"})
-                await response(scope, receive, send_with_id)
-            elif inference and self.inference_in_progress > self.max_concurrent:
-                self.metrics.rejected.labels("concurrency").inc()
-                response = error_response(429, self.too_many, headers={"Retry-After": "1"})
+            refusal = self.admission.enter(route, scope["headers"])
+            if refusal is not None:
+                response = error_response(refusal.status, refusal.message, headers=refusal.headers,
+                                          type_=refusal.reason if refusal.status == 429 else None)
                 await response(scope, receive, send_with_id)
             else:
-                endpoint = self.endpoints.get((scope["method"], scope["path"]), self.app)
-                await endpoint(scope, self.limited(receive), send_with_id)
+                try:
+                    endpoint = self.fast_endpoints.get(route, self.app)
+                    await endpoint(scope, self.limited(receive), send_with_id)
+                finally:
+                    self.admission.leave(route)
         finally:
-            self.inference_in_progress -= inference
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.request_duration.labels(route).observe(seconds)
+            self.metrics.requests.labels(label, scope["method"], str(status)).inc()
+            self.metrics.request_duration.labels(label).observe(seconds)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info("request", extra={"fields": {
-                    "method": scope["method"], "path": scope["path"], "route": route, "status": status,
+                    "method": scope["method"], "path": scope["path"], "route": label, "status": status,
                     "duration_ms": round(seconds * 1000, 3)}})
             request_id.reset(token)
 
-    def declared_too_large(self, scope: Scope) -> bool:
-        """413 from Content-Length up front, before reading a byte of the body."""
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                return value.isdigit() and int(value) > self.max_body_bytes
-        return False
-
     def limited(self, receive: Receive) -> Receive:
-        """`receive` that stops a streamed (chunked) body at the limit."""
+        """`receive` that stops a streamed (chunked) body at MAX_BODY_BYTES."""
         received = 0
+        limit = self.admission.max_body_bytes
 
         async def receive_limited() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise HTTPException(413, self.too_large, headers={"Connection": "close"})
+                if received > limit:
+                    refusal = self.admission.too_large()
+                    raise HTTPException(refusal.status, refusal.message, headers=refusal.headers)
             return message
 
         return receive_limited

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("models/emotion"), description="Model package directory (MODEL_DIR).")
     host: str = Field("0.0.0.0", min_length=1, description="Interface to bind.")
     port: int = Field(8000, ge=1, le=65535)
+    ops_port: int = Field(8001, ge=0, le=65535, description="Operations port: /healthz, /readyz and /metrics on "
+                                                            "their own thread, answered even while the event loop "
+                                                            "is flooded (0 turns it off).")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes, each with its own model.")
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto", description="auto serves int8 only when the package marks it servable and batch-invariant.")
@@ -43,9 +46,16 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         0.0, ge=0, le=60_000, description="How long the batcher may wait for company; 0 never waits (TEI).")
     max_queue_size: int = Field(1024, ge=1, description="Most texts waiting; beyond it requests get 429.")
+    max_queue_delay_ms: float = Field(
+        300.0, ge=0, le=600_000, description="Most model work (estimated from the measured speed) queued ahead "
+                                             "of a new request; beyond it 429 at once, before the body is read "
+                                             "(0 turns the bound off).")
     max_concurrent_requests: int = Field(
         512, ge=1, description="Most inference requests in progress per worker; beyond it 429 at once, "
                                "before the body is read (what keeps an overloaded service answering).")
+    max_concurrent_explains: int = Field(
+        4, ge=1, description="Most /v1/explain requests in progress per worker; beyond it 429 (explain has its own "
+                             "lane and never delays classification).")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="Deadline of a request; then 504.")
     max_inputs_per_request: int = Field(64, ge=1, le=4096)
     max_chars_per_input: int = Field(10_000, ge=1)
@@ -65,6 +75,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.ops_port and self.ops_port == self.port:
+            raise ValueError(f"OPS_PORT ({self.ops_port}) must differ from PORT, or be 0 to turn it off")
         if self.max_queue_size < self.max_inputs_per_request:
             raise ValueError(f"MAX_QUEUE_SIZE ({self.max_queue_size}) must be >= MAX_INPUTS_PER_REQUEST "
                              f"({self.max_inputs_per_request}), or a full request could never be queued")

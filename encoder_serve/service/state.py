@@ -1,14 +1,15 @@
-"""What the routes share: settings, metrics, the model package, and (once loaded) runtime and classifier."""
+"""What the routes share: settings, metrics, the model package, health and (once loaded) the pipeline."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
 from encoder_serve.package import ModelPackage
-from encoder_serve.service.inference import Classifier
-from encoder_serve.service.metrics import ServiceMetrics
+from encoder_serve.service.metrics import ServiceMetrics, render
+from encoder_serve.service.pipeline import InferencePipeline
+from encoder_serve.service.probes import Health
 from encoder_serve.service.settings import Settings
 
 
@@ -18,17 +19,34 @@ class Service:
     package: ModelPackage
     metrics: ServiceMetrics
     registry: CollectorRegistry
-    classifier: Classifier | None = None  # set once the model is loaded and warmed up
-    draining: bool = False
+    process_root: int | None = None  # the server's top process, for its CPU and memory metrics
+    health: Health = field(default_factory=Health)
+    pipeline: InferencePipeline | None = None  # set once the model is loaded and warmed up
 
     @property
     def ready(self) -> bool:
-        return self.classifier is not None and not self.draining
+        return self.health.ready()[0]
 
-    def begin_drain(self) -> None:
+    @property
+    def precision(self) -> str:
+        """The precision being served (fp32 or int8)."""
+        return self.pipeline.backend.precision
+
+    def load(self, pipeline: InferencePipeline) -> None:
+        self.pipeline = pipeline
+        self.health.scheduler_alive = lambda: pipeline.batcher.alive
+        self.health.model_busy_since = lambda: pipeline.batcher.busy_since
+        self.health.loaded = True
+        self.metrics.model_info.labels(self.package.name, self.package.version, pipeline.backend.precision).set(1)
+        self.metrics.ready.set(1)
+
+    def drain(self) -> None:
         """Stop advertising readiness and run queued texts now; uvicorn lets accepted requests finish."""
-        self.draining = True
+        self.health.draining = True
         self.metrics.ready.set(0)
-        if self.classifier is not None:
-            self.classifier.batcher.stop_waiting()
+        if self.pipeline is not None:
+            self.pipeline.batcher.drain()
 
+    def exposition(self) -> tuple[bytes, str]:
+        """The /metrics body and its content type (callable from any thread)."""
+        return render(self.registry, self.process_root)

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.clikit import TINY, encoder_serve
 
 from encoder_serve.package import load_package
+from tests.clikit import TINY, encoder_serve
 
 SENTIMENT = {"joy": "positive", "love": "positive", "surprise": "positive",
              "sadness": "negative", "anger": "negative", "fear": "negative"}

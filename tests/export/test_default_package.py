@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoder_serve.export import quantize, runtime, verify
+from encoder_serve import onnx_runtime
+from encoder_serve.export import quantize, verify
 from encoder_serve.package import load_package
 from encoder_serve.tokenization import load_tokenizer
 
@@ -52,7 +53,7 @@ def test_default_package_classifies_clear_emotion_texts_correctly(package, token
     if not package.servable(precision):
         pytest.skip(f"{precision} not servable: {package.precision(precision)['reason']}")
     texts = list(CLEAR)
-    logits = runtime.logits(runtime.session(package.model_path(precision)), tokenizer, texts)
+    logits = onnx_runtime.logits(onnx_runtime.session(package.model_path(precision)), tokenizer, texts)
     assert [package.labels[i] for i in logits.argmax(-1)] == list(CLEAR.values())
 
 
@@ -61,5 +62,5 @@ def test_default_package_scores_do_not_depend_on_batch_neighbours(package, token
     for precision in servable_precisions(package):
         if not package.precision(precision).get("batch_invariant", True):
             continue  # a dynamic INT8 marked as such is refused batching by the service
-        alone, batched = verify.alone_and_batched(runtime.session(package.model_path(precision)), tokenizer, texts)
-        assert np.abs(runtime.softmax(alone) - runtime.softmax(batched)).max() <= 1e-5, precision
+        alone, batched = verify.alone_and_batched(onnx_runtime.session(package.model_path(precision)), tokenizer, texts)
+        assert np.abs(onnx_runtime.softmax(alone) - onnx_runtime.softmax(batched)).max() <= 1e-5, precision

@@ -8,7 +8,8 @@ import onnx
 import pytest
 import torch
 
-from encoder_serve.export import onnx_export, runtime, verify
+from encoder_serve import onnx_runtime
+from encoder_serve.export import onnx_export, verify
 from encoder_serve.export.build import build_package
 from encoder_serve.model.checkpoint import load_checkpoint, save_checkpoint
 from encoder_serve.model.encoder import NORM_PLACEMENTS, POSITION_KINDS, EncoderClassifier, EncoderConfig
@@ -59,7 +60,7 @@ def test_graph_has_dynamic_batch_and_sequence_axes_and_the_serving_names(tiny_pa
 @pytest.mark.parametrize("graph", ["model.onnx", "model.int8.onnx"])
 def test_every_batch_size_and_sequence_length_runs_and_fp32_matches_pytorch(tiny, tiny_package, graph):
     model, _, _ = tiny
-    sess = runtime.session(tiny_package / graph)
+    sess = onnx_runtime.session(tiny_package / graph)
     generator = torch.Generator().manual_seed(0)
     T_max, worst = model.config.max_length, 0.0
     for B, T in [*zip(range(1, 65), range(1, T_max + 1)), *zip(range(64, 0, -1), range(1, T_max + 1))]:
@@ -67,7 +68,7 @@ def test_every_batch_size_and_sequence_length_runs_and_fp32_matches_pytorch(tiny
         lengths = torch.randint(1, T + 1, (B,), generator=generator)
         mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
         ids = ids * mask
-        logits = runtime.run(sess, ids.numpy(), mask.numpy())
+        logits = onnx_runtime.run(sess, ids.numpy(), mask.numpy())
         assert logits.shape == (B, model.config.num_labels) and np.isfinite(logits).all()
         with torch.no_grad():
             worst = max(worst, float((torch.from_numpy(logits) - model(ids, mask)).abs().max()))
@@ -78,7 +79,7 @@ def test_every_batch_size_and_sequence_length_runs_and_fp32_matches_pytorch(tiny
 def test_fp32_scores_do_not_depend_on_padding_or_batch_neighbours(tiny, tiny_package, emotion_test_rows):
     _, tokenizer, _ = tiny
     texts = verify.probe_texts([r["text"] for r in emotion_test_rows[:200]], n=48)
-    alone, batched = verify.alone_and_batched(runtime.session(tiny_package / "model.onnx"), tokenizer, texts)
+    alone, batched = verify.alone_and_batched(onnx_runtime.session(tiny_package / "model.onnx"), tokenizer, texts)
     assert abs(alone - batched).max() <= verify.BATCH_TOLERANCE
 
 

@@ -8,7 +8,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from encoder_serve.export import quantize, runtime, verify
+from encoder_serve import onnx_runtime
+from encoder_serve.export import quantize, verify
 from encoder_serve.export.build import GATE_BATCH_SIZE, load_eval_data
 from encoder_serve.package import load_package
 from encoder_serve.tokenization import load_tokenizer
@@ -30,7 +31,7 @@ def validation(package, tiny_data_dir):
 
 
 def validation_logits(path, tokenizer, validation):
-    return runtime.logits(runtime.session(path), tokenizer, validation.texts, GATE_BATCH_SIZE)
+    return onnx_runtime.logits(onnx_runtime.session(path), tokenizer, validation.texts, GATE_BATCH_SIZE)
 
 
 def corrupt_classifier(src, dst):
@@ -79,8 +80,8 @@ def test_dynamic_int8_scores_depend_on_batch_neighbours_but_static_int8_scores_d
         package, tokenizer, validation, tmp_path):
     texts = verify.probe_texts(validation.texts, n=32)
     dynamic = quantize.quantize_dynamic_int8(package.model_path("fp32"), tmp_path / "dynamic.onnx")
-    dynamic_dependence = verify.batch_dependence(runtime.session(dynamic), tokenizer, texts, scores=True)
-    static_dependence = verify.batch_dependence(runtime.session(package.model_path("int8")), tokenizer, texts,
+    dynamic_dependence = verify.batch_dependence(onnx_runtime.session(dynamic), tokenizer, texts, scores=True)
+    static_dependence = verify.batch_dependence(onnx_runtime.session(package.model_path("int8")), tokenizer, texts,
                                                 scores=True)
     assert dynamic_dependence > quantize.BATCH_INVARIANCE_TOLERANCE
     assert static_dependence <= quantize.BATCH_INVARIANCE_TOLERANCE

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.clikit import TINY, encoder_serve
 
 from encoder_serve.model.checkpoint import load_checkpoint, predict_logits
+from tests.clikit import TINY, encoder_serve
 
 ARTIFACTS = ["config.json", "model.safetensors", "tokenizer.json", "metrics.json", "history.json",
              "training_curves.png", "confusion_matrix.png"]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.live_server import LiveServer
+
+from encoder_serve.service.testing import LiveServer
 
 REPO = Path(__file__).resolve().parents[2]
 

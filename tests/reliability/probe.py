@@ -1,7 +1,7 @@
-"""What the suites observe about the service from outside: its Prometheus metrics and its memory.
+"""What the suites observe about the service from outside: its memory and their results files.
 
-Both are read the way an operator reads them: /metrics through the real Prometheus text parser, resident
-memory from /proc for the server process and every process under it (uvicorn workers included).
+Resident memory is read from /proc for the server process and every process under it (uvicorn workers
+included); /metrics is read through tests.prometheus.
 """
 
 from __future__ import annotations
@@ -15,24 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 # Every run writes its numbers here (git-ignored); the run quoted in the README was written to
 # tests/reliability/results with RELIABILITY_RESULTS set, and committed.
 RESULTS_DIR = Path(os.environ.get("RELIABILITY_RESULTS", Path(__file__).resolve().parents[2] / "build" / "reliability"))
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics, keyed by (sample name, sorted labels)."""
-    text = httpx.get(url + "/metrics", timeout=30).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def sample(samples: dict, name: str, **labels: str) -> float:
-    """The sum of the samples called `name` whose labels include `labels` (0 if there is none)."""
-    return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
 
 
 def process_tree(pid: int) -> list[int]:

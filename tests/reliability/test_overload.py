@@ -17,9 +17,11 @@ import time
 import httpx
 import pytest
 
+from tests.prometheus import sample, scrape
+
 from .conftest import start
 from .loadgen import classify_requests, measure_capacity, open_loop, percentile, run
-from .probe import RssSampler, record, rss_bytes, sample, scrape
+from .probe import RssSampler, record, rss_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -15,19 +15,22 @@ import time
 import httpx
 import pytest
 
+from tests.prometheus import sample, scrape
+
 from .conftest import start
 from .http1 import Connection, build_request
 from .loadgen import classify_requests, run
-from .probe import record, sample, scrape
+from .probe import record
 
 FLOOD_REQUESTS, FLOOD_TEXTS, VICTIMS = 20, 64, 20
 
 
 @pytest.fixture(scope="module")
 def backlogged_server(model_dir, tmp_path_factory):
-    """One text per model call and a long deadline: a flood of requests builds a backlog of many seconds."""
+    """One text per model call, a long deadline and no queue-delay bound: a flood builds a backlog of seconds."""
     live = start(model_dir, tmp_path_factory.mktemp("backlogged"), MAX_BATCH_SIZE="1",
-                 MAX_INPUTS_PER_REQUEST=str(FLOOD_TEXTS), MAX_QUEUE_SIZE="100000", REQUEST_TIMEOUT_S="300")
+                 MAX_INPUTS_PER_REQUEST=str(FLOOD_TEXTS), MAX_QUEUE_SIZE="100000", REQUEST_TIMEOUT_S="300",
+                 MAX_QUEUE_DELAY_MS="0")  # no admission by time: the backlog is the point
     yield live
     live.stop()
 

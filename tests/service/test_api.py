@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from tests.service.servicekit import metric, scrape
+
+from tests.prometheus import sample, scrape
 
 TEXTS = ["i feel wonderful today", "this is so unfair and i am furious", "i am scared of the dark",
          "what a surprise that was", "i miss you so much", "ok"]
@@ -158,18 +159,21 @@ def test_metrics_count_requests_texts_and_batches(server):
     classify(server, {"inputs": []})
     after = scrape(server.url)
     ok = {"route": "/v1/classify", "method": "POST", "status": "200"}
-    assert metric(after, "encoder_serve_requests_total", **ok) == metric(before, "encoder_serve_requests_total", **ok) + 1
+    assert sample(after, "encoder_serve_requests_total", **ok) == sample(before, "encoder_serve_requests_total", **ok) + 1
     bad = {"route": "/v1/classify", "method": "POST", "status": "422"}
-    assert metric(after, "encoder_serve_requests_total", **bad) >= metric(before, "encoder_serve_requests_total", **bad) + 1
-    assert metric(after, "encoder_serve_texts_total") == metric(before, "encoder_serve_texts_total") + 3
-    assert metric(after, "encoder_serve_batch_size_count") > metric(before, "encoder_serve_batch_size_count")
+    assert sample(after, "encoder_serve_requests_total", **bad) >= sample(before, "encoder_serve_requests_total", **bad) + 1
+    assert sample(after, "encoder_serve_texts_total") == sample(before, "encoder_serve_texts_total") + 3
+    assert sample(after, "encoder_serve_batch_size_count") > sample(before, "encoder_serve_batch_size_count")
     for name in ("encoder_serve_request_duration_seconds_count", "encoder_serve_tokenization_duration_seconds_count",
                  "encoder_serve_queue_wait_seconds_count", "encoder_serve_inference_duration_seconds_count",
                  "encoder_serve_batch_tokens_count", "encoder_serve_padding_ratio_count"):
-        assert metric(after, name) > 0, name
-    assert metric(after, "encoder_serve_model_info", precision="fp32") == 1
-    assert metric(after, "encoder_serve_ready") == 1
-    assert "encoder_serve_queue_depth" in after and "encoder_serve_in_flight_requests" in after
+        assert sample(after, name) > 0, name
+    assert sample(after, "encoder_serve_model_info", precision="fp32") == 1
+    assert sample(after, "encoder_serve_ready") == 1
+    names = {name for name, _ in after}
+    assert {"encoder_serve_queue_depth", "encoder_serve_in_flight_requests"} <= names
+    assert sample(after, "encoder_serve_process_cpu_seconds_total") > 0  # the server's own vital signs
+    assert sample(after, "encoder_serve_process_resident_memory_bytes") > 50 * 2**20
 
 
 def test_scores_do_not_depend_on_batch_composition_and_replies_reach_their_callers(server, emotion_test_rows,
@@ -199,6 +203,6 @@ def test_scores_do_not_depend_on_batch_composition_and_replies_reach_their_calle
         errors = [e for worker_errors in pool.map(client, range(64)) for e in worker_errors]
     after = scrape(server.url)
     assert max(errors) <= 1e-5
-    batches = metric(after, "encoder_serve_batch_size_count") - metric(before, "encoder_serve_batch_size_count")
-    texts_done = metric(after, "encoder_serve_texts_total") - metric(before, "encoder_serve_texts_total")
+    batches = sample(after, "encoder_serve_batch_size_count") - sample(before, "encoder_serve_batch_size_count")
+    texts_done = sample(after, "encoder_serve_texts_total") - sample(before, "encoder_serve_texts_total")
     assert texts_done == len(errors) and batches < texts_done  # texts really were batched together

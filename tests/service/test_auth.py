@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from tests.live_server import LiveServer
+
+from encoder_serve.service.testing import LiveServer
 
 
 @pytest.fixture(scope="module")

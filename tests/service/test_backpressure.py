@@ -7,8 +7,9 @@ import threading
 
 import httpx
 import pytest
-from tests.live_server import LiveServer
-from tests.service.servicekit import metric, scrape
+
+from encoder_serve.service.testing import LiveServer
+from tests.prometheus import sample, scrape
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def holding(package):
 
 
 def wait_for_queue_depth(url: str, depth: int) -> None:
-    while metric(scrape(url), "encoder_serve_queue_depth") != depth:
+    while sample(scrape(url), "encoder_serve_queue_depth") != depth:
         pass
 
 
@@ -39,12 +40,12 @@ def test_full_queue_gets_429_with_retry_after_and_a_deadline_gets_504(holding):
     held = replies["held"]
     assert held.status_code == 504 and held.json()["error"]["type"] == "timeout"
     after = scrape(holding.url)
-    assert metric(after, "encoder_serve_rejected_total", reason="queue_full") == 1
-    assert metric(after, "encoder_serve_timeouts_total") == 1
-    assert metric(after, "encoder_serve_dropped_total", reason="deadline") == 4
-    assert metric(after, "encoder_serve_texts_total") == 0  # nothing was computed for nobody
+    assert sample(after, "encoder_serve_rejected_total", reason="queue_full") == 1
+    assert sample(after, "encoder_serve_timeouts_total") == 1
+    assert sample(after, "encoder_serve_dropped_total", reason="deadline") == 4
+    assert sample(after, "encoder_serve_texts_total") == 0  # nothing was computed for nobody
     # the refused request was turned away before tokenization: only the held one was tokenized
-    assert metric(after, "encoder_serve_tokenization_duration_seconds_count") == 1
+    assert sample(after, "encoder_serve_tokenization_duration_seconds_count") == 1
     wait_for_queue_depth(holding.url, 0)
     assert httpx.get(holding.url + "/healthz").status_code == 200
 
@@ -66,6 +67,6 @@ def test_requests_past_the_concurrency_cap_get_429_before_their_body_is_read(pac
 
         waiting.join(60)
         after = scrape(live.url)
-        assert metric(after, "encoder_serve_rejected_total", reason="concurrency") == 1
-        assert metric(after, "encoder_serve_tokenization_duration_seconds_count") == 1
+        assert sample(after, "encoder_serve_rejected_total", reason="concurrency") == 1
+        assert sample(after, "encoder_serve_tokenization_duration_seconds_count") == 1
         assert replies["held"].status_code == 504

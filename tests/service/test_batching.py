@@ -55,7 +55,7 @@ def anyio_backend():
 
 
 def make(model, metrics, **kw):
-    options = {"max_batch_size": 64, "max_batch_tokens": 10_000, "max_wait_s": 0.0, "max_queue_size": 1024} | kw
+    options = {"max_batch_size": 64, "max_batch_tokens": 10_000, "max_wait_ms": 0.0, "max_queue_size": 1024} | kw
     batcher = Batcher(model, metrics, **options)
     batcher.start()
     return batcher
@@ -85,6 +85,11 @@ async def next_batch_waiting(model, batcher, sequences):
 
 def deadline():
     return asyncio.get_running_loop().time() + 60
+
+
+def queued(metrics: ServiceMetrics) -> float:
+    """Texts waiting in the queue, as the queue-depth gauge reports them."""
+    return metrics.queue_depth.collect()[0].samples[0].value
 
 
 # --- select_batch: which queued texts run together -------------------------------------------------------
@@ -118,13 +123,13 @@ def test_select_prefers_the_neighbour_that_adds_less_padding():
 
 def test_select_bounds_the_padding_ratio_of_a_batch():
     lengths = [10, 40, 9, 38, 11, 20]
-    chosen = select_batch(lengths, max_size=64, max_tokens=10_000, max_padding=0.3)
+    chosen = select_batch(lengths, max_size=64, max_tokens=10_000, max_padding_ratio=0.3)
     assert chosen == [0, 2, 4]  # 9, 10, 11 around the oldest; 20 would make it 1 - 50/80 = 38% padding
-    assert select_batch(lengths, max_size=64, max_tokens=10_000, max_padding=1.0) == list(range(6))
+    assert select_batch(lengths, max_size=64, max_tokens=10_000, max_padding_ratio=1.0) == list(range(6))
 
 
 def test_select_with_no_padding_allowed_takes_only_equal_lengths():
-    assert select_batch([7, 8, 7, 6, 7], max_size=64, max_tokens=10_000, max_padding=0.0) == [0, 2, 4]
+    assert select_batch([7, 8, 7, 6, 7], max_size=64, max_tokens=10_000, max_padding_ratio=0.0) == [0, 2, 4]
 
 
 def test_select_keeps_the_oldest_even_when_it_alone_fills_the_budget():
@@ -144,7 +149,7 @@ async def test_every_text_gets_its_own_result():
 
 async def test_a_lone_text_never_waits_for_company_and_batches_grow_under_load():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
-    batcher = make(model, metrics, max_wait_s=0.0)
+    batcher = make(model, metrics, max_wait_ms=0.0)
     first = await busy(model, batcher)  # the lone text went straight to the model
     later = [batcher.submit([text(4, seed=i)], deadline())[0] for i in range(5)]  # arrive while it computes
     model.release()
@@ -155,7 +160,7 @@ async def test_a_lone_text_never_waits_for_company_and_batches_grow_under_load()
 
 async def test_a_positive_wait_holds_a_text_until_the_batch_is_full():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
-    batcher = make(model, metrics, max_wait_s=60.0, max_batch_size=3)
+    batcher = make(model, metrics, max_wait_ms=60_000, max_batch_size=3)
     futures = batcher.submit([text(2, seed=1)], deadline())
     await settle()  # the scheduler is now waiting for company
     assert model.batches == []
@@ -167,7 +172,7 @@ async def test_a_positive_wait_holds_a_text_until_the_batch_is_full():
 
 async def test_the_wait_is_bounded_by_max_wait():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
-    batcher = make(model, metrics, max_wait_s=0.02, max_batch_size=64)
+    batcher = make(model, metrics, max_wait_ms=0.02, max_batch_size=64)
     (result,) = await asyncio.wait_for(asyncio.gather(*batcher.submit([text(5)], deadline())), 30)
     assert result.tolist() == expected(text(5)) and model.batches == [[5]]
     await batcher.close()
@@ -177,10 +182,10 @@ async def test_the_next_batch_waits_at_the_worker_while_one_computes():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
     batcher = make(model, metrics, max_batch_size=3)
     first, second = await next_batch_waiting(model, batcher, [text(4, seed=i) for i in range(3)])
-    assert batcher.depth == 0  # formed and handed to the worker although the model is still busy
+    assert queued(metrics) == 0  # formed and handed to the worker although the model is still busy
     third = batcher.submit([text(5, seed=i) for i in range(2)], deadline())
     await settle()
-    assert batcher.depth == 2  # two batches in flight: later texts queue (and can still be dropped)
+    assert queued(metrics) == 2  # two batches in flight: later texts queue (and can still be dropped)
     model.release()
     results = await asyncio.wait_for(asyncio.gather(*first, *second, *third), 30)
     assert model.batches == [[3], [4, 4, 4], [5, 5]]
@@ -251,7 +256,7 @@ async def test_queued_texts_are_grouped_by_length():
 
 async def test_padding_bound_splits_a_mixed_queue_and_runs_every_part_without_waiting():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
-    batcher = make(model, metrics, max_padding=0.1)
+    batcher = make(model, metrics, max_padding_ratio=0.1)
     first = await busy(model, batcher)
     lengths = [10, 60, 11, 58, 12, 59, 30]
     futures = batcher.submit([text(n, seed=n) for n in lengths], deadline())
@@ -300,12 +305,12 @@ async def test_a_full_queue_refuses_a_whole_request_with_a_retry_after():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
     batcher = make(model, metrics, max_queue_size=4)
     first = await busy(model, batcher)
-    queued = batcher.submit([text(3, seed=i) for i in range(3)], deadline())
+    waiting = batcher.submit([text(3, seed=i) for i in range(3)], deadline())
     with pytest.raises(QueueFull) as refused:
         batcher.submit([text(3), text(3)], deadline())
-    assert refused.value.retry_after_s >= 1 and batcher.depth == 3
+    assert refused.value.retry_after_s >= 1 and queued(metrics) == 3
     model.release()
-    await asyncio.gather(*first, *queued)
+    await asyncio.gather(*first, *waiting)
     await batcher.close()
 
 
@@ -328,7 +333,7 @@ async def test_a_model_error_fails_its_batch_and_the_scheduler_goes_on():
 
 async def test_close_runs_everything_queued_at_once_then_refuses_new_work():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
-    batcher = make(model, metrics, max_wait_s=3600.0)  # without close, these would wait an hour for company
+    batcher = make(model, metrics, max_wait_ms=3_600_000)  # without close, these would wait an hour for company
     queued = batcher.submit([text(3, seed=i) for i in range(5)], deadline())
     await asyncio.sleep(0)
     closing = asyncio.ensure_future(batcher.close())
@@ -340,12 +345,12 @@ async def test_close_runs_everything_queued_at_once_then_refuses_new_work():
     assert [r.tolist() for r in results] == [expected(text(3, seed=i)) for i in range(5)]
 
 
-async def test_stop_waiting_runs_held_texts_at_once_and_still_accepts_work():
+async def test_drain_runs_held_texts_at_once_and_still_accepts_work():
     model, metrics = GatedModel(), ServiceMetrics(CollectorRegistry())
-    batcher = make(model, metrics, max_wait_s=3600.0)
+    batcher = make(model, metrics, max_wait_ms=3_600_000)
     held = batcher.submit([text(3, seed=1)], deadline())
     await asyncio.sleep(0)
-    batcher.stop_waiting()
+    batcher.drain()
     later = batcher.submit([text(4, seed=2)], deadline())
     results = await asyncio.wait_for(asyncio.gather(*held, *later), 30)
     assert [r.tolist() for r in results] == [expected(text(3, seed=1)), expected(text(4, seed=2))]

@@ -1,4 +1,4 @@
-"""POST /v1/classify skips FastAPI's routing (`ClassifyEndpoint`): it must answer exactly as the
+"""POST /v1/classify skips FastAPI's routing (`FastEndpoint`): it must answer exactly as the
 documented FastAPI route does, errors included. Both apps run in-process with their lifespan (real
 ONNX Runtime, real batcher); the only difference between them is the fast path."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from encoder_serve.service.api import ClassifyEndpoint
 from encoder_serve.service.app import create_app
-from encoder_serve.service.middleware import RequestContext
+from encoder_serve.service.middleware import FastEndpoint, RequestContext
+from encoder_serve.service.routes import CLASSIFY
 from encoder_serve.service.settings import load_settings
 
 JSON = {"content-type": "application/json"}
@@ -35,10 +35,11 @@ def context_layer(app) -> dict:
 
 @pytest.fixture(scope="module")
 def apps(service_package):
-    settings = load_settings(model_dir=service_package, precision="fp32", api_key="sesame", log_level="warning")
+    settings = load_settings(model_dir=service_package, precision="fp32", api_key="sesame", log_level="warning",
+                             ops_port=0)
     fast, routed = create_app(settings), create_app(settings)
-    assert isinstance(context_layer(fast)["endpoints"][("POST", "/v1/classify")], ClassifyEndpoint)
-    context_layer(routed)["endpoints"] = {}  # every request through FastAPI's router
+    assert isinstance(context_layer(fast)["fast_endpoints"][CLASSIFY], FastEndpoint)
+    context_layer(routed)["fast_endpoints"] = {}  # every request through FastAPI's router
     with TestClient(fast) as fast_client, TestClient(routed) as routed_client:
         yield fast_client, routed_client
 

@@ -8,8 +8,9 @@ import sys
 import threading
 
 import httpx
-from tests.live_server import LiveServer, free_port
-from tests.service.servicekit import metric, scrape
+
+from encoder_serve.service.testing import LiveServer, free_port
+from tests.prometheus import parse, sample, scrape
 
 
 def test_sigterm_finishes_every_accepted_request_then_exits_cleanly(package, reference):
@@ -24,7 +25,7 @@ def test_sigterm_finishes_every_accepted_request_then_exits_cleanly(package, ref
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(texts))]
     for t in threads:
         t.start()
-    while metric(scrape(server.url), "encoder_serve_queue_depth") != len(texts):
+    while sample(scrape(server.url), "encoder_serve_queue_depth") != len(texts):
         pass
     server.terminate()
     for t in threads:
@@ -44,8 +45,8 @@ def test_several_workers_report_one_consistent_metrics_view(package):
             r = httpx.post(server.url + "/v1/classify", json={"inputs": [f"text {i}", "x"]}, timeout=60)
             assert r.status_code == 200
         exposition = httpx.get(server.url + "/metrics", timeout=60).text
-    assert metric(exposition, "encoder_serve_texts_total") == 80
-    assert metric(exposition, "encoder_serve_requests_total", route="/v1/classify", status="200") == 40
+    assert sample(parse(exposition), "encoder_serve_texts_total") == 80
+    assert sample(parse(exposition), "encoder_serve_requests_total", route="/v1/classify", status="200") == 40
     info = [line for line in exposition.splitlines() if line.startswith("encoder_serve_model_info{")]
     assert len(info) == 1 and info[0].endswith(" 1.0")
 

@@ -1,4 +1,4 @@
-"""The model runtime: a model package's tokenizer and ONNX Runtime session (no asyncio, no HTTP).
+"""The model backend: a package's tokenizer and ONNX Runtime session (no asyncio, no HTTP).
 
 `predict` is what the batcher's worker thread calls: it pads a batch to its longest text, runs the graph
 (ONNX Runtime releases the GIL, so the event loop keeps serving meanwhile) and returns softmax
@@ -7,12 +7,13 @@ probabilities. Each row depends only on its own text, so scores never depend on 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
+from encoder_serve import onnx_runtime
 from encoder_serve.package import ModelPackage, PackageError
 from encoder_serve.tokenization import load_tokenizer, pad_batch, pad_token_id
 
@@ -21,8 +22,8 @@ def choose_precision(package: ModelPackage, requested: str) -> str:
     """fp32, or int8 where the manifest says it is servable AND its scores do not depend on the batch.
 
     Dynamic INT8 computes activation scales over the whole batch, so a text's scores would change with its
-    neighbours; a batching server must not serve that (see FINDINGS). `auto` falls back to fp32 silently,
-    an explicit `int8` that cannot be honoured stops start-up with the manifest's reason.
+    neighbours; a batching server must not serve that. `auto` falls back to fp32 silently, an explicit
+    `int8` that cannot be honoured stops start-up with the manifest's reason.
     """
     int8 = package.manifest["precisions"].get("int8") or {}
     int8_ok = package.servable("int8") and int8.get("batch_invariant") is True
@@ -43,29 +44,23 @@ class Tokenized:
     truncated: list[int]  # indices of texts longer than max_length tokens
 
 
-class Runtime:
+class OnnxBackend:
     def __init__(self, package: ModelPackage, precision: str = "auto", threads: int = 1):
         self.package = package
         self.precision = choose_precision(package, precision)
         self.labels = package.labels
         self.max_length = package.max_length
         self.tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
-        self._pad_id = pad_token_id(self.tokenizer)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # idle ORT threads must not spin on cores the event loop needs between batches
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.pad_id = pad_token_id(self.tokenizer)
         path = package.model_path(self.precision)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            # idle ORT threads must not spin on cores the event loop needs between batches
+            self.session = onnx_runtime.session(path, threads, spinning=False)
         except Exception as e:  # noqa: BLE001 (ORT raises its own types for unreadable graphs)
             raise PackageError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         inputs = {i.name for i in self.session.get_inputs()}
-        if inputs != {"input_ids", "attention_mask"}:
-            raise PackageError(f"{path}: inputs {sorted(inputs)}, expected ['attention_mask', 'input_ids']")
-        self._output = self.session.get_outputs()[0].name
+        if inputs != set(onnx_runtime.INPUT_NAMES):
+            raise PackageError(f"{path}: inputs {sorted(inputs)}, expected {sorted(onnx_runtime.INPUT_NAMES)}")
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized:
         encodings = self.tokenizer.encode_batch(list(texts))
@@ -73,20 +68,17 @@ class Runtime:
 
     def predict(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Probabilities (B, num_labels), float32, for token id sequences of any lengths <= max_length."""
-        input_ids, attention_mask = pad_batch(sequences, self._pad_id)
-        (logits,) = self.session.run([self._output], {"input_ids": input_ids, "attention_mask": attention_mask})
+        logits = onnx_runtime.run(self.session, *pad_batch(sequences, self.pad_id))
         if logits.shape != (len(sequences), len(self.labels)):
             raise RuntimeError(f"model returned logits of shape {logits.shape}, "
                                f"expected {(len(sequences), len(self.labels))}")
-        return softmax(logits)
+        return onnx_runtime.softmax(logits)
 
-    def warm_up(self) -> None:
-        """Run the shortest and the longest input once, so the first request pays no allocation cost."""
-        for length in (2, self.max_length):
-            self.predict([[self._pad_id] * length])
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
+    def warm_up(self) -> float:
+        """Run the shortest and the longest input, so the first request pays no allocation cost; returns the
+        seconds one padded token of a full-length text took (a first estimate of the model's speed)."""
+        self.predict([[self.pad_id] * 2])
+        self.predict([[self.pad_id] * self.max_length])
+        started = time.perf_counter()
+        self.predict([[self.pad_id] * self.max_length])
+        return (time.perf_counter() - started) / self.max_length

@@ -1,0 +1,144 @@
+"""Liveness, readiness and metrics that never wait behind inference.
+
+Under a flood the event loop is busy reading, refusing and answering requests, and anything that waits
+its turn there (a health probe, a Prometheus scrape) waits seconds: Kubernetes then takes a busy pod out
+of its Service or restarts it, and its load moves to the other pods, which fail the same way. So the
+operations port (OPS_PORT) is served by a small HTTP server on its own thread, outside the event loop:
+
+    GET /healthz, /v2/health/live    liveness: 200 while the process can still serve, else 503
+    GET /readyz,  /v2/health/ready   readiness: 200 once the model is loaded and warmed up, until drain
+    GET /metrics                     the same exposition as the main port's /metrics
+
+Liveness means "the process can still serve", not "the event loop answered": the event loop has ticked
+within STALL_S (a heartbeat it schedules every half second), the batcher's scheduler task is running, and
+no model call has been running for longer than STUCK_S. Busy is alive; wedged is not. With several
+workers each binds the port with SO_REUSEPORT, so a probe reaches one of them and hears about that one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger("encoder_serve.probes")
+
+STALL_S = 10.0  # event loop silent this long: not alive
+STUCK_S = 120.0  # one model call running this long: not alive
+HEARTBEAT_S = 0.5
+
+
+class Health:
+    """What liveness and readiness mean, readable from any thread."""
+
+    def __init__(self) -> None:
+        self.loaded = False  # model loaded and warmed up
+        self.draining = False
+        self.last_beat = time.monotonic()
+        self.scheduler_alive: Callable[[], bool] = lambda: True
+        self.model_busy_since: Callable[[], float | None] = lambda: None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start_heartbeat(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._beat()
+
+    def _beat(self) -> None:
+        self.last_beat = time.monotonic()
+        if self._loop is not None:
+            self._loop.call_later(HEARTBEAT_S, self._beat)
+
+    def live(self) -> tuple[bool, str]:
+        silent = time.monotonic() - self.last_beat
+        if silent > STALL_S:
+            return False, f"the event loop has not run for {silent:.1f} s"
+        if not self.scheduler_alive():
+            return False, "the batcher's scheduler task has stopped"
+        busy_since = self.model_busy_since()
+        if busy_since is not None and time.perf_counter() - busy_since > STUCK_S:
+            return False, f"a model call has been running for {time.perf_counter() - busy_since:.0f} s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "shutting down"
+        if not self.loaded:
+            return False, "model not loaded yet"
+        return self.live()
+
+
+def liveness_body(health: Health) -> tuple[int, dict]:
+    live, why = health.live()
+    return (200, {"status": "ok"}) if live else (503, error(why))
+
+
+def readiness_body(health: Health, model: str) -> tuple[int, dict]:
+    ready, why = health.ready()
+    return (200, {"status": "ready", "model": model}) if ready else (503, error(why))
+
+
+def error(message: str) -> dict:
+    return {"error": {"type": "unavailable", "message": message}}
+
+
+class OpsServer:
+    """The operations port: a threaded HTTP server that answers without the event loop."""
+
+    def __init__(self, host: str, port: int, health: Health, model: str,
+                 metrics: Callable[[], tuple[bytes, str]]):
+        routes: dict[str, Callable[[], tuple[int, bytes, str]]] = {
+            "/healthz": lambda: as_json(*liveness_body(health)),
+            "/readyz": lambda: as_json(*readiness_body(health, model)),
+            "/v2/health/live": lambda: as_json(200 if health.live()[0] else 503, {"live": health.live()[0]}),
+            "/v2/health/ready": lambda: as_json(200 if health.ready()[0] else 503, {"ready": health.ready()[0]}),
+            "/metrics": lambda: (200, *metrics()),
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "encoder-serve-ops"
+            sys_version = ""
+
+            def do_GET(self) -> None:
+                answer = routes.get(self.path.partition("?")[0])
+                status, body, content_type = answer() if answer else as_json(404, error(
+                    f"{self.path} is not an operations route (have {sorted(routes)})"))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # probes every few seconds: not worth a log line each
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+            def server_bind(self) -> None:
+                if hasattr(socket, "SO_REUSEPORT"):  # every worker binds the same port
+                    self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                super().server_bind()
+
+        self.server = Server((host, port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
+                                       name="ops-server", daemon=True)
+
+    def start(self) -> OpsServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def as_json(status: int, body: dict) -> tuple[int, bytes, str]:
+    return status, json.dumps(body).encode(), "application/json"
