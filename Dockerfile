@@ -45,13 +45,16 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MODEL_DIR=/models/default \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    OPS_PORT=8001
 USER ${UID}:${UID}
 WORKDIR /tmp
-EXPOSE 8000
+# 8000: the API. 8001: operations (/healthz, /readyz, /metrics), answered by a thread of its own even while
+# the API's event loop is flooded.
+EXPOSE 8000 8001
 # No curl in the image: the healthcheck is the same Python that serves. /healthz is liveness (the process
-# answers); Kubernetes uses its own probes and ignores this.
+# can still serve); Kubernetes uses its own probes and ignores this.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz\", timeout=2).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('OPS_PORT', '8001')}/healthz\", timeout=2).status != 200)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "encoder_serve.service"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
-from tests.deploy.deploy_config import DEPLOY, REPO, dashboard, dashboard_panels, dashboard_queries, load_yaml
 from prometheus_client import CollectorRegistry
 
 from encoder_serve.service.metrics import ServiceMetrics
+from tests.deploy.deploy_config import DEPLOY, REPO, dashboard, dashboard_panels, dashboard_queries, load_yaml
 
 COMPOSE = REPO / "docker-compose.yml"
 DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
@@ -31,7 +31,8 @@ def test_dashboard_shows_every_metric_the_service_exports():
 def test_dashboard_has_the_required_views():
     titles = " | ".join(p["title"].lower() for p in dashboard_panels())
     for words in ("throughput", "error rate", "request latency", "queue wait", "inference", "batch size",
-                  "batch tokens", "padding ratio", "queue depth", "in-flight", "429 and 504", "by pod"):
+                  "batch tokens", "padding ratio", "queue depth", "in-flight", "refused and timed out", "cpu used",
+                  "resident memory", "by pod"):
         assert words in titles, f"no panel about {words!r}: {titles}"
     for panel in ("Request latency", "Queue wait", "Inference (per batch)"):
         exprs = " ".join(e for t, e in dashboard_queries() if t == panel)
@@ -68,7 +69,8 @@ def test_compose_provisions_prometheus_and_grafana_from_files_in_the_repo():
             if host.startswith("./"):
                 assert (REPO / host).exists(), f"{name} mounts {host}, which is not in the repo"
     scrape = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")["scrape_configs"][0]
-    assert scrape["static_configs"][0]["targets"] == ["encoder-serve:8000"]
+    assert scrape["static_configs"][0]["targets"] == ["encoder-serve:8001"]  # the operations port
+    assert "8001:8001" in services["encoder-serve"]["ports"]
     assert services["encoder-serve"]["read_only"] is True and services["encoder-serve"]["cap_drop"] == ["ALL"]
     datasource = load_yaml(DATASOURCES)["datasources"][0]
     assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"

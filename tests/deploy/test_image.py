@@ -48,14 +48,15 @@ def test_runtime_stage_installs_nothing_but_copies_the_serving_venv():
     assert not [d for d in serve if re.match(r"(torch|transformers|onnx\b|onnxscript)", d)], serve
 
 
-def test_runtime_stage_is_unprivileged_exposes_8000_and_checks_healthz():
+def test_runtime_stage_is_unprivileged_exposes_both_ports_and_checks_healthz_on_the_operations_port():
     runtime = stages()[-1]
     user = next(line for line in runtime if line.startswith("USER")).split()[1]
     assert not re.match(r"(0|root)(:|$)", user) and "UID" in user
     assert re.search(r"^ARG UID=[1-9][0-9]{3,}$", "\n".join(runtime), re.MULTILINE)
-    assert "EXPOSE 8000" in runtime
+    assert "EXPOSE 8000 8001" in runtime
+    assert re.search(r"^ENV .*\bOPS_PORT=8001\b", "\n".join(runtime), re.MULTILINE)
     healthcheck = next(line for line in runtime if line.startswith("HEALTHCHECK"))
-    assert "/healthz" in healthcheck and "curl" not in healthcheck
+    assert "/healthz" in healthcheck and "OPS_PORT" in healthcheck and "curl" not in healthcheck
     assert any(line.startswith("ENTRYPOINT") and "encoder_serve.service" in line for line in runtime)
 
 

@@ -15,6 +15,7 @@ import math
 import kubernetes_validate
 import pytest
 import yaml
+
 from tests.deploy.deploy_config import ALERTS, DASHBOARD, K8S, OVERLAYS, adapter_rules, kustomize, load_yaml
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # 1.30: first with the preStop `sleep` action on by default
@@ -91,15 +92,16 @@ def test_service_pdb_and_deployment_select_the_pods(overlay):
         assert selector and selector.items() <= pod_labels.items(), f"{kind} selector {selector} misses pods"
 
 
-def test_probes_hit_healthz_for_startup_and_liveness_and_readyz_for_readiness(overlay):
+def test_probes_hit_the_operations_port_healthz_for_liveness_and_readyz_for_readiness(overlay):
     _, resources = overlay
     c = container(resources)
-    port_names = {p["name"] for p in c["ports"]}
     probes = ("startupProbe", "livenessProbe", "readinessProbe")
     paths = {probe: c[probe]["httpGet"]["path"] for probe in probes}
     assert paths == {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
-    assert all(c[probe]["httpGet"]["port"] in port_names for probe in paths)
+    assert {c[probe]["httpGet"]["port"] for probe in probes} == {"ops"}  # off the event loop
     assert {"name": "http", "containerPort": 8000, "protocol": "TCP"} in c["ports"]
+    assert {"name": "ops", "containerPort": 8001, "protocol": "TCP"} in c["ports"]
+    assert {"name": "OPS_PORT", "value": "8001"} in c["env"]
 
 
 def cpus(quantity: str) -> float:
@@ -173,7 +175,7 @@ def test_service_monitor_scrapes_the_service_metrics_port():
     monitor, service = one(resources, "ServiceMonitor"), one(resources, "Service")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     ports = {p["name"] for p in service["spec"]["ports"]}
-    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("http", "/metrics")]
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("ops", "/metrics")]
     assert monitor["spec"]["endpoints"][0]["port"] in ports
     assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
 

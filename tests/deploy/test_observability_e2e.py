@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import yaml
+
+from encoder_serve.service.testing import LiveServer, free_port
 from tests.deploy.deploy_config import (
     ALERTS,
     COMPOSE_PROMETHEUS,
@@ -33,7 +35,6 @@ from tests.deploy.deploy_config import (
     split_threshold,
     tool,
 )
-from tests.live_server import LiveServer, free_port
 
 JOB = "encoder-serve"
 POD = {"namespace": "e2e", "pod": "encoder-serve-0"}  # what a ServiceMonitor's relabelling adds on Kubernetes
@@ -81,7 +82,8 @@ def prometheus(service, tmp_path_factory):
     config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(ALERTS)]
     [job] = config["scrape_configs"]
-    job["static_configs"] = [{"targets": [service.url.removeprefix("http://")], "labels": POD}]
+    # the operations port, as compose and the ServiceMonitor scrape it
+    job["static_configs"] = [{"targets": [service.ops_url.removeprefix("http://")], "labels": POD}]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     with open(work / "prometheus.log", "wb") as log:

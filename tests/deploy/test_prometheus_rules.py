@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from tests.deploy.deploy_config import (
     ALERT_TESTS,
     ALERTS,
     COMPOSE_PROMETHEUS,
+    REPO,
     alert_rules,
     load_yaml,
     split_threshold,
@@ -16,7 +18,7 @@ from tests.deploy.deploy_config import (
 
 REQUIRED_ALERTS = {"error rate": "EncoderServeHighErrorRate", "p99 latency": "EncoderServeHighLatencyP99",
                    "queue saturation": "EncoderServeQueueSaturated",
-                   "429 rate": "EncoderServeRejectingRequests",
+                   "refusals": "EncoderServeRejectingRequests",
                    "pods not ready": "EncoderServeNotReady", "target down": "EncoderServeTargetDown"}
 
 
@@ -60,3 +62,13 @@ def test_compose_prometheus_config_is_valid_and_loads_the_alert_rules():
     config = load_yaml(COMPOSE_PROMETHEUS)
     assert config["rule_files"] == [ALERTS.name]
     assert [job["job_name"] for job in config["scrape_configs"]] == ["encoder-serve"]
+
+
+def test_every_alert_points_at_its_section_of_the_runbook():
+    runbook = (REPO / "docs" / "runbook.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+               for line in runbook.splitlines() if line.startswith("## ")}
+    for rule in alert_rules():
+        url = rule["annotations"].get("runbook_url", "")
+        assert url.startswith("docs/runbook.md#"), f"{rule['alert']} has no runbook_url"
+        assert url.partition("#")[2] in anchors, f"{rule['alert']}: {url} names no section of docs/runbook.md"
