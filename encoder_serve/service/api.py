@@ -17,7 +17,6 @@ from encoder_serve.service.http import (
     JSON,
     TIMEOUT_PARAMETER,
     authorize,
-    client_gone,
     read_json,
     request_timeout,
     service_of,
@@ -55,7 +54,7 @@ def build_router(request_model: type[BaseModel]) -> APIRouter:
         timeout_s = request_timeout(service.settings.request_timeout_s, request)
         body = await read_json(request, request_model)
         probabilities = await service.pipeline.classify(
-            body.inputs, truncate=body.truncate, timeout_s=timeout_s, client_gone=client_gone(request.receive))
+            body.inputs, truncate=body.truncate, timeout_s=timeout_s)
         return JSON({"model": service.package.ref,
                      "predictions": rank(probabilities, service.package.labels, body.top_k)})
 

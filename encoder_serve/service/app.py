@@ -2,8 +2,8 @@
 
 The package (manifest, hashes) is read when the app is built, since the request schema carries its label
 count; the operations port starts first (so probes answer "alive, not ready" while the model loads), then
-the ONNX Runtime session is created and warmed up, before uvicorn accepts any connection, so /readyz is
-true from the first request it can answer. On SIGTERM readiness turns false at once; uvicorn stops
+the ONNX Runtime session is created and warmed up, before the server accepts any connection, so /readyz is
+true from the first request it can answer. On SIGTERM readiness turns false at once; the server stops
 accepting, lets accepted requests finish, and then the lifespan drains the batcher.
 """
 
@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from encoder_serve.package import load_package
 from encoder_serve.service import routes
@@ -48,8 +49,9 @@ NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_sp
 
 
 def drain_on_signals(service: Service) -> None:
-    """Chain onto uvicorn's SIGTERM/SIGINT handlers: the moment a signal arrives readiness goes false and
-    the batcher stops holding texts for company, so the requests uvicorn waits for finish promptly."""
+    """Chain onto the server's SIGTERM/SIGINT handlers, where it has Python ones: the moment a signal arrives
+    readiness goes false and the batcher stops holding texts for company, so the requests the server waits
+    for finish promptly. (Otherwise the lifespan's shutdown does the same, once the server has stopped.)"""
     if threading.current_thread() is not threading.main_thread():
         return
     loop = asyncio.get_running_loop()
@@ -95,10 +97,10 @@ async def lifespan(app: FastAPI):
         batcher = Batcher(backend.predict, service.metrics, max_batch_size=settings.max_batch_size,
                           max_batch_tokens=settings.max_batch_tokens, max_wait_ms=settings.max_wait_ms,
                           max_queue_size=settings.max_queue_size, max_padding_ratio=settings.max_padding_ratio,
-                          seconds_per_token=seconds_per_token)
+                          seconds_per_token=seconds_per_token, model_threads=settings.batch_threads)
         batcher.start()
         admission.work_ahead_s = batcher.work_ahead_s
-        service.load(InferencePipeline(backend, batcher, service.metrics))
+        service.load(InferencePipeline(backend, batcher, service.metrics, settings.max_queue_delay_ms))
         drain_on_signals(service)
         try:
             yield
@@ -118,17 +120,37 @@ def fast_endpoints(app: FastAPI, routers: list[APIRouter]) -> dict[routes.Route,
     return {route: FastEndpoint(app, handlers[route.method, route.path]) for route in routes.ROUTES if route.fast}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ServiceApp(FastAPI):
+    """FastAPI with `RequestContext` in front of everything, FastAPI's own middleware included.
+
+    A refusal and the fast path are answered before FastAPI's middleware stack (its server-error,
+    body-limit and exception layers) runs: under overload, refusing cheaply is what keeps the service
+    serving. Every other request goes on through FastAPI as usual."""
+
+    context: RequestContext
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"] = self
+            await self.context(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def routed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> ServiceApp:
     settings = settings or load_settings()
     package = load_package(settings.model_dir)
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
-    root = server_root(settings.workers)
+    root = server_root()
     if Path("/proc").is_dir():
         registry.register(ProcessTreeCollector(root))
     request_model = classify_request_model(settings.max_inputs_per_request, settings.max_chars_per_input,
                                            len(package.labels))
-    app = FastAPI(title="encoder-serve", summary=f"Text classification with {package.ref}",
+    app = ServiceApp(title="encoder-serve", summary=f"Text classification with {package.ref}",
                   version=package.version, lifespan=lifespan, telemetry=NO_TELEMETRY, docs_url=None, redoc_url=None)
     app.state.service = Service(settings=settings, package=package, metrics=metrics, registry=registry,
                                 process_root=root)
@@ -142,6 +164,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_docs_pages(app)
     document_model(app, request_model)
     install_error_handlers(app)
-    app.add_middleware(RequestContext, metrics=metrics, admission=app.state.admission,
-                       fast_endpoints=fast_endpoints(app, routers))
+    app.context = RequestContext(app.routed, metrics, app.state.admission, fast_endpoints(app, routers))
     return app

@@ -7,10 +7,11 @@ padded tokens, and runs the model in a dedicated worker thread, so the event loo
 tokenizing the next requests while the current batch computes. With `max_wait_ms = 0` a lone text never
 waits for company; a positive value lets the scheduler hold the oldest text up to that long to fill a batch.
 
-Two batches are in flight at most (PIPELINE_DEPTH): while one computes, the next is already formed and
-waits at the worker's door, so the model starts it the moment the first is done instead of waiting for a
-busy event loop to notice and hand it over (TEI gets the same effect by answering from another thread).
-Under load that gap was ~3% of the model's time; a text that arrives meanwhile waits for the batch after.
+`model_threads` batches compute at once, each in a worker thread of its own (ONNX Runtime releases the GIL
+and a session may run concurrently), and as many more are in flight: formed, waiting at the workers'
+door, so a worker starts the next the moment its batch is done instead of waiting for a busy event loop
+to notice and hand it over (TEI gets the same effect by answering from another thread). On a small model on CPU, two
+single-threaded batches at once do more per second than one batch on two threads.
 
 When more is queued than fits, the batch is built around the oldest text (so nothing starves) from the
 texts closest to it in length, adding at each step whichever neighbour adds fewer padding tokens, and
@@ -18,14 +19,24 @@ stops growing before the batch's padding ratio passes `max_padding_ratio` (the r
 Entries whose caller has gone (cancelled future) are dropped before compute, and so are entries whose
 deadline would pass before their batch could finish (they fail with DeadlineExceeded: a 504 at once,
 instead of work nobody waits for). How long that is comes from the model's measured speed: seconds per
-padded token, a moving average over recent batches. The same estimate gives `work_ahead_s`, the model
-time queued ahead of a new text, which admission compares with its budget before taking a request.
+padded token over the batches of the last SPEED_WINDOW_S seconds (a ratio of sums, so one slow batch
+moves it little), or the warm-up measurement when the model has been idle that long. The same estimate
+gives `work_ahead_s`, how long a text queued now would take to be answered (the work queued and in flight
+ahead of it, then a batch of its own), which admission compares with its budget before taking a request.
+
+Length grouping lets a text jump ahead of older ones, which would make the oldest wait longer than the
+work queued ahead of them. So the queue is served in epochs: the oldest EPOCH_BATCHES x max_batch_size
+texts form an epoch, batches are chosen within it until it is done, and only then does the next epoch
+begin. No text is overtaken by one that came after its epoch, so a text waits for the work queued ahead of
+it plus, at most, the rest of its own epoch: what admission promised holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -36,16 +47,27 @@ from typing import Protocol
 import numpy as np
 
 Predict = Callable[[list[Sequence[int]]], np.ndarray]
+SPEED_WINDOW_S = 2.0  # the model's speed is measured over the batches that finished this recently
+CALIBRATION_TEXTS = 1024  # how many recent waits calibrate the estimate
+CALIBRATE_ABOVE_S = 0.05  # waits estimated shorter than this are noise, not evidence
+EPOCH_BATCHES = 4  # an epoch: the oldest EPOCH_BATCHES x max_batch_size queued texts, batched among themselves
 
-PIPELINE_DEPTH = 2  # batches handed to the worker thread at once: one computing, one ready
 
 
-class QueueFull(Exception):
-    """The queue cannot take these texts now; `retry_after_s` estimates when it could."""
+class Overloaded(Exception):
+    """The service cannot take this work now: 429, `reason` in rejected_total, Retry-After `retry_after_s`."""
+
+    def __init__(self, reason: str, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class QueueFull(Overloaded):
+    """The queue cannot take these texts now (MAX_QUEUE_SIZE)."""
 
     def __init__(self, depth: int, retry_after_s: int):
-        super().__init__(f"queue full ({depth} texts waiting)")
-        self.retry_after_s = retry_after_s
+        super().__init__("queue_full", f"queue full ({depth} texts waiting)", retry_after_s)
 
 
 class ShuttingDown(Exception):
@@ -69,6 +91,7 @@ class Entry:
     future: asyncio.Future
     deadline: float  # loop.time()
     enqueued: float = field(default=0.0)  # loop.time()
+    expected_wait: float = 0.0  # seconds, as `queue_wait_estimate_s` put it when the text was queued
 
 
 def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int, max_padding_ratio: float = 1.0) -> list[int]:
@@ -116,7 +139,7 @@ class Batcher:
 
     def __init__(self, predict: Predict, metrics: BatchMetrics, *, max_batch_size: int, max_batch_tokens: int,
                  max_wait_ms: float = 0.0, max_queue_size: int = 1024, max_padding_ratio: float = 1.0,
-                 seconds_per_token: float = 0.0):
+                 seconds_per_token: float = 0.0, model_threads: int = 1):
         self._predict = predict
         self._metrics = metrics
         self.max_batch_size = max_batch_size
@@ -126,14 +149,22 @@ class Batcher:
         self.max_padding_ratio = max_padding_ratio
         self._queue: deque[Entry] = deque()
         self._queued_tokens = 0
+        self._epoch_left = 0  # how many texts at the head of the queue belong to the epoch being served
+        self.calibration = 1.0  # actual / estimated queue wait, a high percentile over recent texts
+        self._wait_ratios: deque[float] = deque(maxlen=CALIBRATION_TEXTS)
+        self._since_calibration = 0
+        self.epoch_size = EPOCH_BATCHES * max_batch_size
         self._in_flight_tokens = 0  # padded tokens handed to the worker and not finished
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.model_threads = model_threads
+        self._executor = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="model")
         self._task: asyncio.Task | None = None
         self._closing = False
         self._draining = False  # stop holding texts for company
-        self.seconds_per_token = seconds_per_token  # moving average of the model's speed
-        self.busy_since: float | None = None  # perf_counter() when the running model call began
+        self.idle_seconds_per_token = seconds_per_token  # measured at warm-up, on an idle machine
+        self._recent: deque[tuple[float, int, float]] = deque()  # (finished at, padded tokens, seconds)
+        self._recent_tokens, self._recent_seconds = 0, 0.0
+        self._running: dict[int, float] = {}  # worker thread id -> perf_counter() when its model call began
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
@@ -156,9 +187,51 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
 
+    @property
+    def busy_since(self) -> float | None:
+        """perf_counter() when the longest-running model call began; None when the model is idle."""
+        return min(list(self._running.values()), default=None)  # list(): one step, safe against other threads
+
+    @property
+    def seconds_per_token(self) -> float:
+        """One model thread's seconds per padded token, over the batches of the last SPEED_WINDOW_S."""
+        self._forget_before(time.monotonic() - SPEED_WINDOW_S)
+        if not self._recent_tokens:
+            return self.idle_seconds_per_token
+        return self._recent_seconds / self._recent_tokens
+
+    def _forget_before(self, cutoff: float) -> None:
+        while self._recent and self._recent[0][0] < cutoff:
+            _, tokens, seconds = self._recent.popleft()
+            self._recent_tokens -= tokens
+            self._recent_seconds -= seconds
+
+    def queue_wait_estimate_s(self) -> float:
+        """Seconds a text queued now would wait for its batch, from the model's measured speed: the work
+        queued and in flight ahead of it and what newer texts of its own epoch may add (up to an epoch,
+        judged from the queue's length), shared by the model threads."""
+        queued = len(self._queue)
+        overtaking = self._queued_tokens * min(1.0, self.epoch_size / queued) if queued else 0
+        ahead = (self._queued_tokens + overtaking + self._in_flight_tokens) * self.seconds_per_token
+        return ahead / self.model_threads
+
     def work_ahead_s(self) -> float:
-        """Seconds of model work ahead of a text queued now: everything queued and in flight."""
-        return (self._queued_tokens + self._in_flight_tokens) * self.seconds_per_token
+        """Seconds until a text queued now would be answered: its wait, corrected by how such estimates have
+        turned out (`calibration`), then one batch of its own (the recent mean)."""
+        own_batch = self._recent_seconds / len(self._recent) if self._recent else 0.0
+        return self.queue_wait_estimate_s() * self.calibration + own_batch
+
+    def _calibrate(self, waits: list[tuple[float, float]]) -> None:
+        """Learn how estimated waits turn out: `calibration` is the 99th percentile of actual / estimated
+        wait over the last CALIBRATION_TEXTS texts that waited noticeably (between 1 and 3). What the
+        estimate cannot see (other processes on the cores, a busy event loop handing batches over, which
+        texts of an epoch go first) is thus measured instead of modelled."""
+        self._wait_ratios.extend(actual / expected for actual, expected in waits if expected > CALIBRATE_ABOVE_S)
+        self._since_calibration += len(waits)
+        if self._since_calibration >= CALIBRATION_TEXTS // 8 and len(self._wait_ratios) >= CALIBRATION_TEXTS // 8:
+            ratios = sorted(self._wait_ratios)
+            self.calibration = min(3.0, max(1.0, ratios[int(0.99 * (len(ratios) - 1))]))
+            self._since_calibration = 0
 
     def admit(self, count: int) -> None:
         """Raise QueueFull now if `count` more texts could not be queued: checked before tokenizing, so an
@@ -177,9 +250,10 @@ class Batcher:
             if len(self._queue) + len(sequences) > self.max_queue_size:
                 raise QueueFull(len(self._queue), self.retry_after_s())
         futures = []
+        expected = self.queue_wait_estimate_s()
         for ids in sequences:
             future = loop.create_future()
-            self._queue.append(Entry(ids, future, deadline, now))
+            self._queue.append(Entry(ids, future, deadline, now, expected))
             self._queued_tokens += len(ids)
             futures.append(future)
         self._metrics.set_queue_depth(len(self._queue))
@@ -187,7 +261,7 @@ class Batcher:
         return futures
 
     def cancel(self, futures: Sequence[asyncio.Future]) -> None:
-        """The caller gave up (client gone, deadline): its texts leave the queue before compute."""
+        """The caller gave up (its deadline passed): its texts leave the queue before compute."""
         for future in futures:
             future.cancel()
         self._wakeup.set()
@@ -207,7 +281,7 @@ class Batcher:
                 await self._wakeup.wait()
                 continue
             in_flight = {task for task in in_flight if not task.done()}
-            if len(in_flight) >= PIPELINE_DEPTH:
+            if len(in_flight) >= 2 * self.model_threads:  # every worker busy, and a batch waiting for each
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue  # the queue may have changed meanwhile (cancellations, deadlines)
             if self.max_wait_s > 0 and not self._draining:
@@ -241,21 +315,24 @@ class Batcher:
 
     def _drop_dead(self, now: float) -> None:
         """Remove entries whose deadline passed (they get DeadlineExceeded) or whose caller has gone."""
-        gone = expired = 0
+        gone = expired = epoch_dropped = 0
         live: deque[Entry] = deque()
-        for entry in self._queue:
+        for position, entry in enumerate(self._queue):
             if entry.deadline <= now:  # whether or not its caller already gave up on it
                 if not entry.future.done():
                     entry.future.set_exception(DeadlineExceeded())
                 expired += 1
-            elif entry.future.done():  # cancelled by its caller: the client went away
+            elif entry.future.done():  # cancelled by its caller, which gave up on its request
                 gone += 1
             else:
                 live.append(entry)
+                continue
+            epoch_dropped += position < self._epoch_left
         if gone or expired:
+            self._epoch_left -= epoch_dropped
             self._set_queue(live)
             if gone:
-                self._metrics.dropped("client_gone", gone)
+                self._metrics.dropped("cancelled", gone)
             if expired:
                 self._metrics.dropped("deadline", expired)
 
@@ -269,8 +346,12 @@ class Batcher:
         self._drop_dead(now)
         if not self._queue:
             return []
-        chosen = select_batch([len(e.ids) for e in self._queue], self.max_batch_size, self.max_batch_tokens,
+        if self._epoch_left <= 0:
+            self._epoch_left = min(len(self._queue), self.epoch_size)
+        epoch = itertools.islice(self._queue, self._epoch_left)
+        chosen = select_batch([len(e.ids) for e in epoch], self.max_batch_size, self.max_batch_tokens,
                               self.max_padding_ratio)
+        self._epoch_left -= len(chosen)
         if len(chosen) == len(self._queue):
             batch = list(self._queue)
             self._set_queue(deque())
@@ -278,7 +359,8 @@ class Batcher:
             picked = set(chosen)
             batch = [self._queue[i] for i in chosen]
             self._set_queue(deque(e for i, e in enumerate(self._queue) if i not in picked))
-        finish = now + (self._in_flight_tokens + len(batch) * max(len(e.ids) for e in batch)) * self.seconds_per_token
+        padded = len(batch) * max(len(e.ids) for e in batch)
+        finish = now + (self._in_flight_tokens / self.model_threads + padded) * self.seconds_per_token
         late = [e for e in batch if e.deadline < finish]
         if late:
             for entry in late:
@@ -287,15 +369,17 @@ class Batcher:
             batch = [e for e in batch if e.deadline >= finish]
         for entry in batch:
             self._metrics.observe_queue_wait(now - entry.enqueued)
+        self._calibrate([(now - e.enqueued, e.expected_wait) for e in batch])
         return batch
 
     def _timed_predict(self, sequences: list[Sequence[int]]) -> tuple[np.ndarray, float]:
         """In the worker thread: the model's own time, not the wait behind the batch before it."""
-        started = self.busy_since = time.perf_counter()
+        thread = threading.get_ident()
+        started = self._running[thread] = time.perf_counter()
         try:
             outputs = self._predict(sequences)
         finally:
-            self.busy_since = None
+            del self._running[thread]
         return outputs, time.perf_counter() - started
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Entry]) -> None:
@@ -311,8 +395,9 @@ class Batcher:
             return
         finally:
             self._in_flight_tokens -= padded
-        speed = seconds / padded
-        self.seconds_per_token = speed if not self.seconds_per_token else 0.8 * self.seconds_per_token + 0.2 * speed
+        self._recent.append((time.monotonic(), padded, seconds))
+        self._recent_tokens += padded
+        self._recent_seconds += seconds
         tokens = sum(len(s) for s in sequences)
         self._metrics.observe_batch(len(batch), tokens, padded, seconds)
         for entry, row in zip(batch, outputs):

@@ -12,12 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from encoder_serve.service.batching import QueueFull, ShuttingDown
+from encoder_serve.service.batching import Overloaded, ShuttingDown
 from encoder_serve.service.http import ApiError, detail, error_response, invalid
-from encoder_serve.service.pipeline import ClientGone, InputTooLong, RequestTimeout
+from encoder_serve.service.pipeline import InputTooLong, RequestTimeout
 
 log = logging.getLogger("encoder_serve.errors")
-CLIENT_CLOSED = 499  # nginx's code: nobody reads it, but logs and metrics say what happened
 
 
 def answer(exc: ApiError) -> Response:
@@ -37,8 +36,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def too_long(request: Request, exc: InputTooLong) -> Response:
         return answer(invalid([{"field": exc.field, "message": str(exc)}]))
 
-    async def queue_full(request: Request, exc: QueueFull) -> Response:
-        return error_response(429, f"{exc}; retry in {exc.retry_after_s} s", type_="queue_full",
+    async def overloaded(request: Request, exc: Overloaded) -> Response:
+        return error_response(429, f"{exc}; retry in {exc.retry_after_s} s", type_=exc.reason,
                               headers={"Retry-After": str(exc.retry_after_s)})
 
     async def timeout(request: Request, exc: RequestTimeout) -> Response:
@@ -46,9 +45,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def draining(request: Request, exc: ShuttingDown) -> Response:
         return error_response(503, str(exc), headers={"Connection": "close"})
-
-    async def gone(request: Request, exc: ClientGone) -> Response:
-        return error_response(CLIENT_CLOSED, "the client disconnected")
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -58,8 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, http)
     app.add_exception_handler(ApiError, api)
     app.add_exception_handler(InputTooLong, too_long)
-    app.add_exception_handler(QueueFull, queue_full)
+    app.add_exception_handler(Overloaded, overloaded)
     app.add_exception_handler(RequestTimeout, timeout)
     app.add_exception_handler(ShuttingDown, draining)
-    app.add_exception_handler(ClientGone, gone)
     app.add_exception_handler(Exception, unexpected)

@@ -1,5 +1,4 @@
-"""What every route shares: the JSON response, the error shape, auth, deadlines, body reading and
-client-gone watching. Routes import from here (and from `errors`), never from each other.
+"""What every route shares: the JSON response, the error shape, auth, deadlines and body reading. Routes import from here (and from `errors`), never from each other.
 
 Every 4xx and 5xx answer has one shape:
 
@@ -22,14 +21,13 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
 from starlette.responses import Response
-from starlette.types import Receive
 
 from encoder_serve.service.schemas import ErrorResponse
 from encoder_serve.service.state import Service
 
 STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                 413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
-                429: "queue_full", 499: "client_closed_request", 500: "internal_error",
+                429: "queue_full", 500: "internal_error",
                 503: "unavailable", 504: "timeout"}
 TIMEOUT_HEADER = "x-request-timeout-ms"
 TIMEOUT_PARAMETER = {"name": TIMEOUT_HEADER, "in": "header", "required": False,
@@ -135,9 +133,3 @@ async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
         return model.model_validate_json(body)
     except ValidationError as e:
         raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
-
-
-async def client_gone(receive: Receive) -> None:
-    """Completes when the client disconnects (call it once the request body has been read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass

@@ -26,7 +26,6 @@ from encoder_serve.service.http import (
     TIMEOUT_PARAMETER,
     ApiError,
     authorize,
-    client_gone,
     detail,
     field_name,
     invalid,
@@ -224,7 +223,7 @@ def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
             raise invalid([detail(err, name=_texts_field) for err in e.errors()]) from None
         try:
             probabilities = np.stack(await service.pipeline.classify(
-                texts, truncate=truncate is not False, timeout_s=timeout_s, client_gone=client_gone(request.receive)))
+                texts, truncate=truncate is not False, timeout_s=timeout_s))
         except InputTooLong as e:
             raise invalid([{"field": f"inputs[0].data[{e.index}]", "message": str(e)}]) from None
         outputs, binary = build_outputs(infer, probabilities, service.package.labels)

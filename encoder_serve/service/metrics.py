@@ -1,6 +1,6 @@
 """Prometheus metrics (prefix `encoder_serve_`), correct with one worker or several.
 
-With several uvicorn workers each process writes its samples to PROMETHEUS_MULTIPROC_DIR (prepared by the
+With several workers each process writes its samples to PROMETHEUS_MULTIPROC_DIR (prepared by the
 launcher) and /metrics merges them; gauges say how to merge (queue depth and in-flight requests sum over
 live workers, model info and readiness take the live maximum and minimum). The server's own vital signs,
 CPU seconds and resident memory, are read from /proc at scrape time for the whole process tree (the
@@ -68,7 +68,7 @@ class ServiceMetrics:
         self.model_info = Gauge(PREFIX + "model_info", "The served model (value 1).",
                                 ["name", "version", "precision"], multiprocess_mode="livemax", **r)
         self.ready = Gauge(PREFIX + "ready", "1 when the worker takes traffic.", multiprocess_mode="livemin", **r)
-        for reason in ("client_gone", "deadline"):
+        for reason in ("cancelled", "deadline"):
             self.dropped_texts.labels(reason)
         for reason in REJECTED_REASONS:
             self.rejected.labels(reason)
@@ -127,9 +127,10 @@ class ProcessTreeCollector(Collector):
                                 "processes (launcher and workers).", value=rss)
 
 
-def server_root(workers: int) -> int:
-    """The process at the top of the server: uvicorn's supervisor when there are several workers."""
-    return os.getppid() if workers > 1 else os.getpid()
+def server_root() -> int:
+    """The process at the top of the server: the launcher, which supervises the workers (it says so in
+    ENCODER_SERVE_ROOT_PID); this process when the app runs on its own (in tests)."""
+    return int(os.environ.get("ENCODER_SERVE_ROOT_PID") or os.getpid())
 
 
 def render(registry: CollectorRegistry, process_root: int | None = None) -> tuple[bytes, str]:

@@ -1,5 +1,5 @@
-"""One pure-ASGI layer for what every HTTP request needs (no BaseHTTPMiddleware: it costs a task and a
-stream per request, and one layer costs less than two).
+"""One pure-ASGI layer for what every HTTP request needs, in front of the whole application (app.ServiceApp
+calls it before FastAPI's own middleware; no BaseHTTPMiddleware: it costs a task and a stream per request).
 
 `RequestContext` finds the request's route in the route table, gives it an id (a sane incoming
 X-Request-ID is kept), echoes the id in the response, asks `Admission` whether to take it (a refusal is

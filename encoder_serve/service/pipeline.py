@@ -1,25 +1,31 @@
 """The inference pipeline shared by /v1/classify and the KServe v2 infer route: texts in, probabilities out.
 
-    deadline check -> queue check -> tokenize -> batcher (one future per text) -> probabilities
+    queued-work check -> queue-size check -> tokenize -> batcher (one future per text) -> probabilities
 
-A request whose deadline is shorter than the model work already queued is answered 504 at once: it could
-not be served in time, and computing it anyway would take the model from requests that can. Tokenization
+Admission checked the queued model work against MAX_QUEUE_DELAY_MS before the body was read; it is checked
+again here, once the request is parsed, because requests admitted meanwhile may have queued their texts
+since (at MAX_CONCURRENT_REQUESTS of them, that alone would be seconds of work). A request whose deadline
+is shorter than the work queued is answered 504 at once: it could not be served in time, and computing it
+anyway would take the model from requests that can. Tokenization
 happens in the request's own task, so it overlaps the batch the model is computing; long requests
 tokenize in a thread (the Rust tokenizer releases the GIL) to keep the event loop free. Each text then
-waits on its own future until its batch is done, the deadline passes (504) or the client disconnects; in
-the last two cases the futures are cancelled and the batcher drops them before compute.
+waits on its own future until its batch is done or the deadline passes (504: the futures are cancelled and
+the batcher drops them before compute). A client that hangs up is not seen before its answer is written
+(the HTTP server does not report a disconnect while a request is in progress), so a client that may give
+up should say when, with X-Request-Timeout-Ms: its work is then dropped at that deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from encoder_serve.service.backend import OnnxBackend, Tokenized
-from encoder_serve.service.batching import Batcher, DeadlineExceeded, QueueFull
+from encoder_serve.service.batching import Batcher, DeadlineExceeded, Overloaded
 from encoder_serve.service.metrics import ServiceMetrics
 
 INLINE_TOKENIZE_CHARS = 4096  # below this, a thread hop costs more than tokenizing on the event loop
@@ -39,15 +45,12 @@ class RequestTimeout(Exception):
         super().__init__(message)
 
 
-class ClientGone(Exception):
-    """The client disconnected; nobody is left to answer."""
-
-
 class InferencePipeline:
-    def __init__(self, backend: OnnxBackend, batcher: Batcher, metrics: ServiceMetrics):
+    def __init__(self, backend: OnnxBackend, batcher: Batcher, metrics: ServiceMetrics, max_queue_delay_ms: float = 0):
         self.backend = backend
         self.batcher = batcher
         self.metrics = metrics
+        self.max_queue_delay_s = max_queue_delay_ms / 1000
 
     async def tokenize(self, texts: Sequence[str]) -> Tokenized:
         started = time.perf_counter()
@@ -58,40 +61,38 @@ class InferencePipeline:
         self.metrics.tokenization.observe(time.perf_counter() - started)
         return tokenized
 
-    def check_deadline(self, timeout_s: float) -> None:
-        """504 at once when the work queued ahead is longer than the request may wait."""
+    def check_queued_work(self, timeout_s: float) -> None:
+        """The queue-delay budget again, now that the request is parsed (admission checked it before the body
+        was read, but the requests admitted meanwhile may have queued their texts since): 429 when the work
+        queued ahead is over the budget, 504 when it is longer than this request may wait."""
         ahead = self.batcher.work_ahead_s()
+        if self.max_queue_delay_s and ahead > self.max_queue_delay_s:
+            retry = max(1, math.ceil(ahead - self.max_queue_delay_s))
+            raise Overloaded("queue_delay", f"the model has {ahead:.2f} s of work queued, more than "
+                                            f"MAX_QUEUE_DELAY_MS ({1000 * self.max_queue_delay_s:g} ms)", retry)
         if ahead > timeout_s:
             self.metrics.timeouts.inc()
             raise RequestTimeout(f"the model has {ahead:.3f} s of work queued, more than this request's "
                                  f"deadline of {timeout_s:.3f} s")
 
-    async def classify(self, texts: Sequence[str], *, truncate: bool, timeout_s: float,
-                       client_gone: Awaitable[object] | None = None) -> list[np.ndarray]:
+    async def classify(self, texts: Sequence[str], *, truncate: bool, timeout_s: float) -> list[np.ndarray]:
         """One probability row per text, in input order."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        self.check_deadline(timeout_s)
         try:
+            self.check_queued_work(timeout_s)
             self.batcher.admit(len(texts))
             tokenized = await self.tokenize(texts)
             if not truncate and tokenized.truncated:
                 raise InputTooLong(tokenized.truncated[0], self.backend.max_length)
             futures = self.batcher.submit(tokenized.ids, deadline)
-        except QueueFull:
-            self.metrics.rejected.labels("queue_full").inc()
+        except Overloaded as refused:
+            self.metrics.rejected.labels(refused.reason).inc()
             raise
         # one text (the common request) waits on its own future: a gather would cost a task per request
         results = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
-        watcher = asyncio.ensure_future(client_gone) if client_gone is not None else None
-        try:
-            done, _ = await asyncio.wait({results} | ({watcher} if watcher else set()),
-                                         timeout=max(0.0, deadline - loop.time()),
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-        if results in done:
+        done, _ = await asyncio.wait({results}, timeout=max(0.0, deadline - loop.time()))
+        if done:
             try:
                 return [results.result()] if len(futures) == 1 else results.result()
             except DeadlineExceeded:
@@ -99,7 +100,5 @@ class InferencePipeline:
                 self.metrics.timeouts.inc()
                 raise RequestTimeout() from None
         self.batcher.cancel(futures)  # the batcher drops them before compute
-        if watcher is not None and watcher in done:
-            raise ClientGone()
         self.metrics.timeouts.inc()
         raise RequestTimeout()

@@ -31,11 +31,15 @@ class Settings(BaseSettings):
     ops_port: int = Field(8001, ge=0, le=65535, description="Operations port: /healthz, /readyz and /metrics on "
                                                             "their own thread, answered even while the event loop "
                                                             "is flooded (0 turns it off).")
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes, each with its own model.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes, each with its own model.")
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto", description="auto serves int8 only when the package marks it servable and batch-invariant.")
+    model_threads: int | None = Field(
+        None, ge=1, le=64, description="Batches computed at once per worker, each in a thread of its own; default: "
+                                       "usable CPUs / workers.")
     ort_intra_op_threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime threads per worker; default: usable CPUs / workers.")
+        None, ge=1, description="ONNX Runtime threads per batch; default: 1 (several batches at once use the cores "
+                                "better than one batch on several threads, for small encoders on CPU).")
     max_batch_size: int = Field(64, ge=1, le=4096, description="Most texts in one model call.")
     max_batch_tokens: int = Field(16384, ge=1, description="Most padded tokens (texts x longest) in one call.")
     max_padding_ratio: float = Field(
@@ -47,7 +51,7 @@ class Settings(BaseSettings):
         0.0, ge=0, le=60_000, description="How long the batcher may wait for company; 0 never waits (TEI).")
     max_queue_size: int = Field(1024, ge=1, description="Most texts waiting; beyond it requests get 429.")
     max_queue_delay_ms: float = Field(
-        300.0, ge=0, le=600_000, description="Most model work (estimated from the measured speed) queued ahead "
+        500.0, ge=0, le=600_000, description="Most model work (estimated from the measured speed) queued ahead "
                                              "of a new request; beyond it 429 at once, before the body is read "
                                              "(0 turns the bound off).")
     max_concurrent_requests: int = Field(
@@ -68,7 +72,7 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("api_key", "ort_intra_op_threads", mode="before")
+    @field_validator("api_key", "ort_intra_op_threads", "model_threads", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -83,8 +87,14 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def batch_threads(self) -> int:
+        """Batches computed at once per worker."""
+        return self.model_threads or max(1, available_cpus() // self.workers)
+
+    @property
     def intra_op_threads(self) -> int:
-        return self.ort_intra_op_threads or max(1, available_cpus() // self.workers)
+        """ONNX Runtime threads per batch."""
+        return self.ort_intra_op_threads or 1
 
 
 def describe(error: ValidationError) -> str:

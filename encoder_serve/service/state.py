@@ -41,7 +41,7 @@ class Service:
         self.metrics.ready.set(1)
 
     def drain(self) -> None:
-        """Stop advertising readiness and run queued texts now; uvicorn lets accepted requests finish."""
+        """Stop advertising readiness and run queued texts now; the server lets accepted requests finish."""
         self.health.draining = True
         self.metrics.ready.set(0)
         if self.pipeline is not None:

@@ -275,11 +275,11 @@ async def test_texts_of_cancelled_callers_are_dropped_before_compute():
     batcher = make(model, metrics)
     first = await busy(model, batcher)
     futures = batcher.submit([text(4, seed=1), text(5, seed=2), text(6, seed=3)], deadline())
-    futures[1].cancel()  # that client went away
+    futures[1].cancel()  # its caller gave up
     model.release()
     await asyncio.gather(*first, futures[0], futures[2])
     assert model.batches[1:] == [[4, 6]]
-    assert registry.get_sample_value("encoder_serve_dropped_total", {"reason": "client_gone"}) == 1
+    assert registry.get_sample_value("encoder_serve_dropped_total", {"reason": "cancelled"}) == 1
     await batcher.close()
 
 

@@ -28,18 +28,13 @@ REQUESTS = [  # (headers, body)
 ]
 
 
-def context_layer(app) -> dict:
-    """The kwargs RequestContext is built with (the stack is built at the first request)."""
-    return next(m for m in app.user_middleware if m.cls is RequestContext).kwargs
-
-
 @pytest.fixture(scope="module")
 def apps(service_package):
     settings = load_settings(model_dir=service_package, precision="fp32", api_key="sesame", log_level="warning",
                              ops_port=0)
     fast, routed = create_app(settings), create_app(settings)
-    assert isinstance(context_layer(fast)["fast_endpoints"][CLASSIFY], FastEndpoint)
-    context_layer(routed)["fast_endpoints"] = {}  # every request through FastAPI's router
+    assert isinstance(fast.context, RequestContext) and isinstance(fast.context.fast_endpoints[CLASSIFY], FastEndpoint)
+    routed.context.fast_endpoints = {}  # every request through FastAPI's router
     with TestClient(fast) as fast_client, TestClient(routed) as routed_client:
         yield fast_client, routed_client
 

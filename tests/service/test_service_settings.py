@@ -14,12 +14,16 @@ from encoder_serve.service.settings import load_settings
 
 
 def test_defaults_follow_the_service_contract(monkeypatch):
-    for name in ("MAX_BATCH_SIZE", "MAX_WAIT_MS", "PORT", "MAX_INPUTS_PER_REQUEST", "PRECISION", "WORKERS"):
+    for name in ("MAX_BATCH_SIZE", "MAX_WAIT_MS", "PORT", "OPS_PORT", "MAX_INPUTS_PER_REQUEST", "PRECISION",
+                 "WORKERS", "MODEL_THREADS", "ORT_INTRA_OP_THREADS", "MAX_QUEUE_DELAY_MS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # a 4-CPU machine
     s = load_settings()
-    assert (s.port, s.workers, s.precision, s.max_batch_size, s.max_wait_ms, s.max_inputs_per_request) == \
-        (8000, 1, "auto", 64, 0.0, 64)
-    assert s.api_key is None and s.intra_op_threads >= 1
+    assert (s.port, s.ops_port, s.workers, s.precision, s.max_batch_size, s.max_wait_ms, s.max_inputs_per_request,
+            s.max_queue_delay_ms) == (8000, 8001, 1, "auto", 64, 0.0, 64, 500.0)
+    assert s.api_key is None
+    assert (s.batch_threads, s.intra_op_threads) == (4, 1)  # one batch per CPU, one ORT thread each
+    assert load_settings(workers=2).batch_threads == 2
 
 
 def test_environment_variables_set_the_knobs(monkeypatch):
