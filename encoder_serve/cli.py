@@ -19,8 +19,8 @@ COMMAND_MODULES = (
 )
 # The import name of each optional dependency -> the extra that installs it.
 EXTRAS = {"torch": "train", "safetensors": "train", "onnx": "train", "onnxscript": "train", "matplotlib": "train",
-          "tqdm": "train", "sklearn": "train", "datasets": "hub", "onnxruntime": "serve", "fastapi": "serve",
-          "uvicorn": "serve", "pydantic_settings": "serve", "prometheus_client": "serve", "orjson": "serve",
+          "tqdm": "train", "sklearn": "train", "datasets": "hub", "onnxruntime": "serve", "fastapi": "serve", "granian": "serve",
+          "pydantic_settings": "serve", "prometheus_client": "serve", "orjson": "serve",
           "opentelemetry": "otel"}
 
 

@@ -1,8 +1,14 @@
-"""`python -m encoder_serve.service`: validate the settings and the package, then run uvicorn.
+"""`python -m encoder_serve.service`: validate the settings and the package, then run the HTTP server.
 
 Everything is checked here, in the launcher, before any worker starts: a bad variable or a package that
 cannot be served stops the process with one clear message and exit code 2. With several workers the
 launcher also owns the Prometheus multiprocess directory: it prepares it empty and removes it at exit.
+
+The HTTP server is Granian (Rust: connections, HTTP parsing and writing happen outside the Python event
+loop, which runs the application only). Under a flood of connections it stays fair to new ones, where
+uvicorn's accept path left a new connection waiting seconds (docs/reliability.md); in steady state the two
+are on par (docs/benchmarks.md). The launcher process supervises the worker processes; each worker loads
+its own model.
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ from __future__ import annotations
 import logging.config
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +27,7 @@ from encoder_serve.service.settings import Settings, load_settings
 
 APP = "encoder_serve.service.app:create_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ROOT_PID_ENV = "ENCODER_SERVE_ROOT_PID"
 
 
 def preflight() -> Settings:
@@ -48,16 +54,18 @@ def prepare_metrics_dir(workers: int) -> Path | None:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
 
     logging.config.dictConfig(log_config(settings.log_level))
     created = prepare_metrics_dir(settings.workers)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; make that a clean exit, not death by signal
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    os.environ[ROOT_PID_ENV] = str(os.getpid())  # the workers report CPU and memory from this process down
     try:
-        uvicorn.run(APP, factory=True, host=settings.host, port=settings.port, workers=settings.workers,
-                    loop="uvloop", http="httptools", lifespan="on", log_config=log_config(settings.log_level),
-                    access_log=False, server_header=False, timeout_keep_alive=30)
+        Granian(APP, address=settings.host, port=settings.port, interface=Interfaces.ASGI, workers=settings.workers,
+                loop=Loops.uvloop, factory=True, websockets=False, log_dictconfig=log_config(settings.log_level),
+                backlog=2048,
+                # Granian holds back requests past this many in progress; ours refuses at its own cap first
+                backpressure=2 * settings.max_concurrent_requests).serve()
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)

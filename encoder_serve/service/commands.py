@@ -14,12 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-dir", help="model package directory (MODEL_DIR)")
     parser.add_argument("--host", help="interface to bind (HOST)")
     parser.add_argument("--port", type=int, help="port (PORT, default 8000)")
-    parser.add_argument("--workers", type=int, help="uvicorn worker processes (WORKERS, default 1)")
+    parser.add_argument("--workers", type=int, help="worker processes, each with its own model (WORKERS, default 1)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    # through the environment, so that every uvicorn worker process sees the same settings
+    # through the environment, so that every worker process sees the same settings
     for name in ("model_dir", "host", "port", "workers"):
         value = getattr(args, name)
         if value is not None:

@@ -30,8 +30,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def log_config(level: str) -> dict[str, Any]:
-    """A logging.dictConfig for uvicorn (applied in every worker): JSON to stdout, no uvicorn access log
-    (our middleware writes one richer line per request instead)."""
+    """A logging.dictConfig for the launcher and every worker: JSON to stdout, the HTTP server's own logs
+    included, and no server access log (our middleware writes one richer line per request instead)."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
     return {
         "version": 1,
@@ -40,8 +40,7 @@ def log_config(level: str) -> dict[str, Any]:
         "handlers": {"stdout": handler},
         "root": {"handlers": ["stdout"], "level": level.upper()},
         "loggers": {
-            "uvicorn": {"handlers": [], "propagate": True},
-            "uvicorn.error": {"handlers": [], "propagate": True},
-            "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            "_granian": {"handlers": [], "propagate": True},
+            "granian.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
         },
     }

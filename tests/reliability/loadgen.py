@@ -22,7 +22,7 @@ from .http1 import Connection, Outcome, build_request
 
 
 def run(coro):
-    """Run a coroutine on uvloop when installed (it is, with uvicorn[standard]): more load per core."""
+    """Run a coroutine on uvloop when installed (it is, with the serve extra): more load per core."""
     try:
         import uvloop
         factory = uvloop.new_event_loop

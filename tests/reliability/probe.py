@@ -1,6 +1,6 @@
 """What the suites observe about the service from outside: its memory and their results files.
 
-Resident memory is read from /proc for the server process and every process under it (uvicorn workers
+Resident memory is read from /proc for the server process and every process under it (the server's workers
 included); /metrics is read through tests.prometheus.
 """
 

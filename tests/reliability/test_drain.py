@@ -28,7 +28,9 @@ AFTER_S = 5.0  # the clients keep trying this long after the signal
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_under_load_completes_every_accepted_request(model_dir, texts, tmp_path, workers):
-    server = start(model_dir, tmp_path, WORKERS=str(workers))
+    # no queue-delay bound: 64 clients x 16 texts is more queued work than its default, and the point here is
+    # what happens to work already accepted
+    server = start(model_dir, tmp_path, WORKERS=str(workers), MAX_QUEUE_DELAY_MS="0")
     requests = classify_requests(texts, 16)
 
     async def scenario():
