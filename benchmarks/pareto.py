@@ -92,7 +92,7 @@ def measure(variants: list[Variant], graphs: list[Path], datas: list, threads: i
     falls on all alike."""
     from encoder_serve.export import runtime
     from encoder_serve.export.bench import timed
-    from encoder_serve.model.metrics import classification_report
+    from encoder_serve.model.evaluation import classification_report
     from encoder_serve.tokenization import encode, load_tokenizer
 
     prepared = []
