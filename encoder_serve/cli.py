@@ -11,7 +11,7 @@ import importlib
 import sys
 
 COMMAND_MODULES = (
-    "encoder_serve.model.commands",  # train, distill, attention
+    "encoder_serve.model.commands",  # train, attention
     "encoder_serve.export.commands",  # export, bench-model
     "encoder_serve.service.commands",  # serve
 )

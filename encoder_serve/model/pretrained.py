@@ -126,11 +126,10 @@ def minilm_path() -> Path:
 def embedding_source(source: str, labels: list[str]) -> tuple[EncoderClassifier, Tokenizer]:
     """The model and tokenizer whose vocabulary and embeddings a smaller student starts from:
     "minilm", a BERT-family checkpoint directory, or an encoder-serve checkpoint (a fine-tuned teacher)."""
-    from encoder_serve.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+    from encoder_serve.model.checkpoint import is_checkpoint, load_checkpoint
 
     path = minilm_path() if source == "minilm" else Path(source)
-    config = path / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("format") == CHECKPOINT_FORMAT:
+    if is_checkpoint(path):
         model, tokenizer, _ = load_checkpoint(path)
         return model, tokenizer
     return load_pretrained(path, labels)

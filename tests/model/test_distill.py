@@ -32,7 +32,7 @@ def tiny(vocab: int, d_model: int, n_heads: int) -> EncoderClassifier:
 def last_layer_relations(model, tokenizer, texts, n_heads):
     encodings = tokenizer.encode_batch(texts)
     ids, mask = collate([e.ids for e in encodings], 0)
-    hidden, layers = model.encoder(ids, mask, return_attention=True, return_values=True)
+    _, layers = model.encoder(ids, mask, return_attention=True, return_values=True)
     groups = [distill.word_groups(e) for e in encodings]
     return distill.relations(*layers[-1], mask, n_heads, groups), groups
 
