@@ -156,21 +156,18 @@ def pooling_matrices(groups: list[list[int]], T: int) -> tuple[torch.Tensor, tor
     """For a batch of texts' token groups: rows (B, G, T) averaging each group's tokens, columns (B, G + 1, T)
     summing them (the last column gathers every text's "rest"), and the valid-row mask (B, G).
     G = 1 + the most words of any text in the batch."""
-    B = len(groups)
-    G = 1 + max(max(g) - 1 for g in groups)  # [CLS] + words; each text's rest group is max(g)
-    rows = torch.zeros(B, G, T)
-    cols = torch.zeros(B, G + 1, T)
-    valid = torch.zeros(B, G, dtype=torch.bool)
-    for b, g in enumerate(groups):
-        rest = max(g)
-        for t, group in enumerate(g):
-            if group == rest:
-                cols[b, G, t] = 1.0
-            else:
-                rows[b, group, t] = 1.0
-                cols[b, group, t] = 1.0
-        valid[b, :rest] = True
+    g = torch.full((len(groups), T), -1, dtype=torch.long)  # -1: padding
+    for b, text in enumerate(groups):
+        g[b, : len(text)] = torch.tensor(text)
+    rest = g.max(1).values  # (B,): each text's rest group, W + 1
+    G = int(rest.max())
+    is_rest = g == rest[:, None]
+    is_group = (g >= 0) & ~is_rest
+    cols = F.one_hot(torch.where(is_rest, G, g.clamp(min=0)), G + 1).transpose(1, 2).float()
+    cols = cols * (g >= 0)[:, None, :]
+    rows = F.one_hot(torch.where(is_group, g, G), G + 1)[..., :G].transpose(1, 2).float()
     rows = rows / rows.sum(-1, keepdim=True).clamp(min=1.0)
+    valid = torch.arange(G)[None, :] < rest[:, None]
     return rows, cols, valid
 
 
@@ -344,8 +341,7 @@ class Teacher:
     def internals(self, texts: list[str], n_heads: int) -> list[Internals]:
         """The first member's word-level relations (`n_heads` relation heads) and hidden states per text."""
         rows = self._cached(0, texts, n_heads)
-        return [Internals(int(r["words"]), r["attention"].float(), r["values"].float(), r["hidden"].float())
-                for r in rows]
+        return [Internals(int(r["words"]), r["attention"], r["values"], r["hidden"]) for r in rows]  # float16
 
     def _cached(self, member: int, texts: list[str], n_heads: int | None):
         path = self.paths[member]
