@@ -7,18 +7,17 @@ The same list in the same order feeds the in-process limit and the HTTP load gen
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("EMOTION_DATA", REPO.parent / "shared" / "data" / "emotion"))
+DEFAULT_DATA = REPO / "data" / "emotion"  # filled by `make data`
 
 
 def load_texts(data_dir: str | Path = DEFAULT_DATA, seed: int = 0) -> list[str]:
     path = Path(data_dir) / "test.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"emotion test split not found: {path} (pass --data or set EMOTION_DATA)")
+        raise FileNotFoundError(f"emotion test split not found: {path} (run `make data`, or pass --data)")
     with open(path) as f:
         texts = [json.loads(line)["text"] for line in f if line.strip()]
     random.Random(seed).shuffle(texts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -9,7 +10,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EMOTION_DIR = Path(os.environ.get("EMOTION_DATA", REPO.parent / "shared" / "data" / "emotion"))
+DATA_DIR = REPO / "data" / "emotion"  # filled by `make data`
+SHIPPED_PACKAGE = REPO / "models" / "emotion"
+SPLITS = ("train", "validation", "test")
+
+
+def find_emotion_data() -> Path | None:
+    """data/emotion (what `make data` fills), else $EMOTION_DATA; None when neither holds the three splits."""
+    candidates = [DATA_DIR] + ([Path(os.environ["EMOTION_DATA"])] if os.environ.get("EMOTION_DATA") else [])
+    return next((d for d in candidates if all((d / f"{s}.jsonl").is_file() for s in SPLITS)), None)
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
@@ -24,9 +37,11 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def emotion_dir() -> Path:
-    if not (EMOTION_DIR / "train.jsonl").is_file():
-        pytest.fail(f"emotion data not found at {EMOTION_DIR} (set EMOTION_DATA)")
-    return EMOTION_DIR
+    found = find_emotion_data()
+    if found is None:
+        pytest.fail(f"the emotion dataset is not in {DATA_DIR}: run `make data` (it copies the directory named by "
+                    "EMOTION_DATA, or downloads dair-ai/emotion from the Hugging Face hub)", pytrace=False)
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +90,12 @@ def tiny_package(tmp_path_factory, tiny_checkpoint, tiny_data_dir) -> Path:
     build_package(tiny_checkpoint, path, name="emotion-tiny", version="0.0.1", data_dir=tiny_data_dir,
                   calibration_size=128)
     return path
+
+
+@pytest.fixture(scope="session")
+def service_package(request) -> Path:
+    """The package the serving tests run: `tiny_package`, made by the real export pipeline, where torch is
+    installed; in a serving-only install (no torch, `make test-pythons`), the shipped models/emotion."""
+    if torch_installed():
+        return request.getfixturevalue("tiny_package")
+    return SHIPPED_PACKAGE

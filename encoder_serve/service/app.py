@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from encoder_serve.package import load_package
 from encoder_serve.service.api import ClassifyEndpoint, build_router
+from encoder_serve.service.apidocs import add_docs_pages
 from encoder_serve.service.batching import Batcher
 from encoder_serve.service.errors import install_error_handlers
 from encoder_serve.service.inference import Classifier
@@ -97,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     request_model = classify_request_model(settings.max_inputs_per_request, settings.max_chars_per_input,
                                            len(package.labels))
     app = FastAPI(title="encoder-serve", summary=f"Text classification with {package.ref}",
-                  version=package.version, lifespan=lifespan, telemetry=NO_TELEMETRY)
+                  version=package.version, lifespan=lifespan, telemetry=NO_TELEMETRY, docs_url=None, redoc_url=None)
+    add_docs_pages(app)
     app.state.service = Service(settings=settings, package=package, metrics=metrics, registry=registry)
     router = build_router(request_model)
     app.include_router(router)

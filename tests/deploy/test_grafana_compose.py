@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from deploy_config import DEPLOY, REPO, dashboard, dashboard_panels, dashboard_queries, load_yaml
+from tests.deploy.deploy_config import DEPLOY, REPO, dashboard, dashboard_panels, dashboard_queries, load_yaml
 from prometheus_client import CollectorRegistry
 
 from encoder_serve.service.metrics import ServiceMetrics

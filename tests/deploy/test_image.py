@@ -9,7 +9,7 @@ import re
 import subprocess
 import tomllib
 
-from deploy_config import REPO, tool
+from tests.deploy.deploy_config import REPO, tool
 
 DOCKERFILE = REPO / "Dockerfile"
 

@@ -15,7 +15,7 @@ import math
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_config import ALERTS, DASHBOARD, K8S, OVERLAYS, adapter_rules, kustomize, load_yaml
+from tests.deploy.deploy_config import ALERTS, DASHBOARD, K8S, OVERLAYS, adapter_rules, kustomize, load_yaml
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # 1.30: first with the preStop `sleep` action on by default
 CRD_GROUPS = ("monitoring.coreos.com/",)

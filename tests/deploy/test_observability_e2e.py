@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import yaml
-from deploy_config import (
+from tests.deploy.deploy_config import (
     ALERTS,
     COMPOSE_PROMETHEUS,
     adapter_rules,
@@ -33,7 +33,7 @@ from deploy_config import (
     split_threshold,
     tool,
 )
-from live_server import LiveServer, free_port
+from tests.live_server import LiveServer, free_port
 
 JOB = "encoder-serve"
 POD = {"namespace": "e2e", "pod": "encoder-serve-0"}  # what a ServiceMonitor's relabelling adds on Kubernetes
@@ -42,13 +42,13 @@ TEXTS = ["i feel wonderful today", "this is so frustrating", "i am scared of tom
 
 
 @pytest.fixture(scope="module")
-def service(tiny_package, tmp_path_factory):
+def service(service_package, tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     # metrics through a multiprocess directory, as the Kubernetes Deployment configures them
     env = {"MAX_INPUTS_PER_REQUEST": "16", "MAX_QUEUE_SIZE": "16", "MAX_BATCH_SIZE": "16",
            "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics")}
     log = work / "service.log"
-    with LiveServer(tiny_package, env=env, log_path=log) as server:
+    with LiveServer(service_package, env=env, log_path=log) as server:
         yield server
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from deploy_config import (
+from tests.deploy.deploy_config import (
     ALERT_TESTS,
     ALERTS,
     COMPOSE_PROMETHEUS,

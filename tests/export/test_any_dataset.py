@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clikit import TINY, encoder_serve
+from tests.clikit import TINY, encoder_serve
 
 from encoder_serve.package import load_package
 

@@ -119,3 +119,16 @@ def test_export_refuses_to_overwrite_a_directory_that_is_not_a_package(tiny_chec
         build_package(tiny_checkpoint, target, name="p", version="1")
     assert (target / "notes.txt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["precious"]  # no staging directory left behind
+
+
+def test_the_manifest_describes_where_the_package_came_from(tiny_package, tiny_checkpoint):
+    manifest = load_package(tiny_package).manifest
+    assert manifest["source"]["checkpoint"] == str(tiny_checkpoint.resolve())
+    assert len(manifest["source"]["weights_sha256"]) == 64
+    assert manifest["encoder"]["labels"] == manifest["labels"]
+    assert manifest["export"]["opset"] >= 17
+    assert {"torch", "onnx", "onnxruntime", "tokenizers"} <= set(manifest["libraries"])
+    for precision in ("fp32", "int8"):
+        for split in ("validation", "test"):
+            scores = manifest["metrics"][precision][split]
+            assert 0 <= scores["accuracy"] <= 1 and 0 <= scores["macro_f1"] <= 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clikit import TINY, encoder_serve
+from tests.clikit import TINY, encoder_serve
 
 from encoder_serve.model.checkpoint import load_checkpoint, predict_logits, save_checkpoint
 from encoder_serve.model.encoder import EncoderClassifier, EncoderConfig

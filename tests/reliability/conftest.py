@@ -1,6 +1,6 @@
 """Fixtures of the reliability suite: the real service on a real port, started once per configuration.
 
-The service runs the `tiny_package` model (RELIABILITY_MODEL_DIR points the suite at another package, e.g.
+The service runs the `service_package` model (RELIABILITY_MODEL_DIR points the suite at another package, e.g.
 the shipped models/emotion): what is under test here is the serving path, not the model.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_server import LiveServer
+from tests.live_server import LiveServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ API_KEY = "reliability-suite-key-0123456789"
 @pytest.fixture(scope="session")
 def model_dir(request) -> Path:
     override = os.environ.get("RELIABILITY_MODEL_DIR")
-    return Path(override) if override else request.getfixturevalue("tiny_package")
+    return Path(override) if override else request.getfixturevalue("service_package")
 
 
 @pytest.fixture(scope="session")

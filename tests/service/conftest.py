@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from live_server import LiveServer
-from servicekit import Reference
+from tests.live_server import LiveServer
+from tests.service.servicekit import Reference
 
 LIMITS = {"MAX_INPUTS_PER_REQUEST": "16", "MAX_CHARS_PER_INPUT": "2000", "MAX_BODY_BYTES": "65536"}
 
 
 @pytest.fixture(scope="session")
-def package(tiny_package) -> Path:
-    return tiny_package
+def package(service_package) -> Path:
+    return service_package
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from servicekit import metric, scrape
+from tests.service.servicekit import metric, scrape
 
 TEXTS = ["i feel wonderful today", "this is so unfair and i am furious", "i am scared of the dark",
          "what a surprise that was", "i miss you so much", "ok"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from live_server import LiveServer
+from tests.live_server import LiveServer
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import threading
 
 import httpx
 import pytest
-from live_server import LiveServer
-from servicekit import metric, scrape
+from tests.live_server import LiveServer
+from tests.service.servicekit import metric, scrape
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,8 @@ def context_layer(app) -> dict:
 
 
 @pytest.fixture(scope="module")
-def apps(tiny_package):
-    settings = load_settings(model_dir=tiny_package, precision="fp32", api_key="sesame", log_level="warning")
+def apps(service_package):
+    settings = load_settings(model_dir=service_package, precision="fp32", api_key="sesame", log_level="warning")
     fast, routed = create_app(settings), create_app(settings)
     assert isinstance(context_layer(fast)["endpoints"][("POST", "/v1/classify")], ClassifyEndpoint)
     context_layer(routed)["endpoints"] = {}  # every request through FastAPI's router

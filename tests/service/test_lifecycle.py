@@ -8,8 +8,8 @@ import sys
 import threading
 
 import httpx
-from live_server import LiveServer, free_port
-from servicekit import metric, scrape
+from tests.live_server import LiveServer, free_port
+from tests.service.servicekit import metric, scrape
 
 
 def test_sigterm_finishes_every_accepted_request_then_exits_cleanly(package, reference):

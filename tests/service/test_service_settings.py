@@ -52,8 +52,8 @@ def launch(env: dict[str, str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_the_launcher_exits_non_zero_with_a_clear_message_on_bad_settings(tiny_package):
-    result = launch({"MODEL_DIR": str(tiny_package), "MAX_BATCH_SIZE": "zero"})
+def test_the_launcher_exits_non_zero_with_a_clear_message_on_bad_settings(service_package):
+    result = launch({"MODEL_DIR": str(service_package), "MAX_BATCH_SIZE": "zero"})
     assert result.returncode == 2
     assert "invalid setting MAX_BATCH_SIZE" in result.stderr and "Traceback" not in result.stderr
 
@@ -63,8 +63,8 @@ def test_the_launcher_refuses_a_missing_package(tmp_path):
     assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_int8_is_refused_at_start_up_when_the_package_says_it_is_not_servable(tiny_package, tmp_path):
-    package = shutil.copytree(tiny_package, tmp_path / "package")
+def test_int8_is_refused_at_start_up_when_the_package_says_it_is_not_servable(service_package, tmp_path):
+    package = shutil.copytree(service_package, tmp_path / "package")
     manifest = json.loads((package / "manifest.json").read_text())
     manifest["precisions"]["int8"] = {"file": None, "servable": False, "reason": "failed its accuracy gate"}
     (package / "manifest.json").write_text(json.dumps(manifest))
