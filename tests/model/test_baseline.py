@@ -7,7 +7,8 @@ import random
 from pathlib import Path
 
 import pytest
-from clikit import TINY, encoder_serve
+
+from tests.clikit import TINY, encoder_serve
 
 FILLER = [f"w{i}" for i in range(300)]
 KEYWORDS = {"calm": "neutral", "furious": "anger", "delighted": "joy"}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.clikit import TINY, encoder_serve
 
 from encoder_serve.model.checkpoint import load_checkpoint, predict_logits, save_checkpoint
 from encoder_serve.model.encoder import EncoderClassifier, EncoderConfig
+from tests.clikit import TINY, encoder_serve
 
 ARTIFACTS = ["config.json", "model.safetensors", "tokenizer.json", "metrics.json", "history.json",
              "training_curves.png", "confusion_matrix.png"]
