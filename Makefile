@@ -87,7 +87,7 @@ model: data setup ## rebuild the shipped default model package from $(DATA)
 	DATA=$(DATA) bash scripts/build_default_model.sh
 
 pareto: data setup ## accuracy/latency/size of every trained variant under runs/: benchmarks/results/pareto
-	$(BIN)/python -m benchmarks.pareto --data $(DATA) runs/teacher runs/student-*/ runs/table-*/
+	$(BIN)/python -m benchmarks.pareto --data $(DATA) runs/teacher*/ runs/student-*/ runs/table-*/
 
 bench: data setup system-deps ## performance benchmarks: results JSON, markdown table and plots under benchmarks/results
 	$(BIN)/python -m benchmarks.run --data $(DATA)

@@ -4,11 +4,11 @@
 #   2. student: a small from-scratch encoder distilled from the teacher (soft targets + hard labels,
 #      plus four teacher-labelled perturbed copies of every training text, 6 epochs)
 #   3. export: verified ONNX, fused fp32 graph, gated static INT8, manifest -> models/emotion
-# Usage: DATA=../shared/data/emotion [RUNS=runs] [THREADS=2] [VERSION=1.1.0] scripts/build_default_model.sh
+# Usage: [DATA=data/emotion] [RUNS=runs] [THREADS=2] [VERSION=1.1.0] scripts/build_default_model.sh
 # About 30 min for the teacher, 15 min for it to label the 80,000 student texts (cached) and 40 min for the
 # student on an idle 2-core machine (measured with one thread per run: 10 min labelling, 41 min student).
 set -euo pipefail
-DATA=${DATA:-../shared/data/emotion}
+DATA=${DATA:-data/emotion}
 RUNS=${RUNS:-runs}
 THREADS=${THREADS:-2}
 VERSION=${VERSION:-1.1.0}

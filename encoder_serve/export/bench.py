@@ -26,7 +26,7 @@ from encoder_serve import onnx_runtime
 from encoder_serve.export import onnx_export, quantize
 from encoder_serve.export.build import data_options, library_versions, load_eval_data
 from encoder_serve.model.checkpoint import load_checkpoint
-from encoder_serve.model.metrics import classification_report
+from encoder_serve.model.evaluation import classification_report
 from encoder_serve.package import load_package
 from encoder_serve.tokenization import encode, load_tokenizer
 

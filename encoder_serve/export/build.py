@@ -28,7 +28,7 @@ from encoder_serve import onnx_runtime
 from encoder_serve.export import onnx_export, optimize, quantize, verify
 from encoder_serve.model.checkpoint import load_checkpoint
 from encoder_serve.model.data import find_split, load_dataset, read_file
-from encoder_serve.model.metrics import classification_report
+from encoder_serve.model.evaluation import classification_report
 from encoder_serve.package import MANIFEST, ModelPackage, load_package, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,12 @@ def build_int8(exported: Path, fp32_path: Path, work: Path, tokenizer: Tokenizer
     return paths[chosen], entry, metrics[chosen]
 
 
+def checkpoint_baseline(checkpoint_dir: Path) -> dict | None:
+    """The bag-of-words baseline `encoder-serve train` scored on the same splits (its metrics.json), if any."""
+    metrics = checkpoint_dir / "metrics.json"
+    return json.loads(metrics.read_text()).get("baseline") if metrics.is_file() else None
+
+
 def library_versions() -> dict[str, str]:
     versions = {}
     for name in LIBRARIES:
@@ -234,6 +240,7 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
             "encoder": config.to_dict(),
             "precisions": precisions,
             "metrics": metrics,
+            "baseline": checkpoint_baseline(checkpoint_dir),
             "source": {"checkpoint": str(checkpoint_dir.resolve()),
                        "weights_sha256": sha256_file(checkpoint_dir / "model.safetensors"),
                        "data": (str(Path(data_dir).resolve()) if Path(data_dir).exists()

@@ -22,7 +22,7 @@ def save_checkpoint(model: EncoderClassifier, tokenizer: Tokenizer, out_dir: str
     out.mkdir(parents=True, exist_ok=True)
     config = {"format": CHECKPOINT_FORMAT, "encoder": model.config.to_dict(), **(extra or {})}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    # buffers (the sinusoidal table) are rebuilt from the config, so only parameters are saved
+    # the sinusoidal table is a non-persistent buffer, rebuilt from the config: not in the state dict
     tensors = {name: p.detach().contiguous().cpu() for name, p in model.state_dict().items()}
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": CHECKPOINT_FORMAT})
     tokenizer.save(str(out / "tokenizer.json"))
@@ -30,6 +30,7 @@ def save_checkpoint(model: EncoderClassifier, tokenizer: Tokenizer, out_dir: str
 
 
 def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` holds a checkpoint written by `save_checkpoint` (not, say, a BERT-family directory)."""
     config = Path(path) / "config.json"
     return config.is_file() and json.loads(config.read_text()).get("format") == CHECKPOINT_FORMAT
 
@@ -47,8 +48,7 @@ def load_checkpoint(path: str | Path) -> tuple[EncoderClassifier, Tokenizer, dic
     config = EncoderConfig.from_dict(raw["encoder"])
     model = EncoderClassifier(config)
     state = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith("position_table")]
+    missing, unexpected = model.load_state_dict(state, strict=False)  # the sinusoidal table is no state
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not match its config: missing {missing}, unexpected {unexpected}")
     model.eval()

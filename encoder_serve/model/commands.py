@@ -1,10 +1,22 @@
-"""`encoder-serve train` and `encoder-serve attention`. Torch is imported only when a command runs."""
+"""`encoder-serve train` and `encoder-serve attention`. Torch is imported only when a command runs.
+
+Every default comes from the dataclasses in config.py (torch-free), so each is written once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
+
+from encoder_serve.model.config import (
+    DEFAULT_AUGMENT_KINDS,
+    NORM_PLACEMENTS,
+    POSITION_KINDS,
+    PRETRAINED_LR,
+    ModelOptions,
+    TrainConfig,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,35 +33,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     model = train.add_argument_group("model (from scratch; a pretrained start brings its own size)")
     model.add_argument("--pretrained", help="a BERT-family checkpoint directory, or 'minilm' for the offline MiniLM-L6")
-    model.add_argument("--layers", type=int, default=4)
-    model.add_argument("--d-model", type=int, default=256)
-    model.add_argument("--heads", type=int, default=4)
-    model.add_argument("--d-ff", type=int, default=1024)
-    model.add_argument("--vocab-size", type=int, default=8000, help="WordPiece vocabulary trained on the train texts")
-    model.add_argument("--max-length", type=int, default=128, help="tokens per text, [CLS] and [SEP] included")
-    model.add_argument("--position", choices=("learned", "sinusoidal", "relative"), default="learned")
-    model.add_argument("--norm", choices=("pre", "post"), default="post")
-    model.add_argument("--dropout", type=float, default=0.1)
+    model.add_argument("--layers", type=int, default=ModelOptions.layers)
+    model.add_argument("--d-model", type=int, default=ModelOptions.d_model)
+    model.add_argument("--heads", type=int, default=ModelOptions.heads)
+    model.add_argument("--d-ff", type=int, default=ModelOptions.d_ff)
+    model.add_argument("--vocab-size", type=int, default=ModelOptions.vocab_size,
+                       help="WordPiece vocabulary trained on the train texts")
+    model.add_argument("--max-length", type=int, default=ModelOptions.max_length,
+                       help="tokens per text, [CLS] and [SEP] included")
+    model.add_argument("--position", choices=POSITION_KINDS, default=ModelOptions.position)
+    model.add_argument("--norm", choices=NORM_PLACEMENTS, default=ModelOptions.norm)
+    model.add_argument("--dropout", type=float, default=ModelOptions.dropout)
+    model.add_argument("--pooler", action="store_true",
+                       help="BERT's pooler (dense + tanh on [CLS]) before the classifier, as in Hugging Face's "
+                            "BertForSequenceClassification; with --pretrained its weights are loaded too")
     model.add_argument("--embeddings-from", help="start from this checkpoint's vocabulary and (PCA-projected) "
                                                  "embeddings: a trained teacher, a BERT-family directory or 'minilm'")
 
     opt = train.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=5)
-    opt.add_argument("--batch-size", type=int, default=32)
-    opt.add_argument("--lr", type=float, help="peak learning rate (default 5e-4 from scratch, 8e-5 pretrained)")
-    opt.add_argument("--weight-decay", type=float, default=0.01)
-    opt.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps spent warming up")
-    opt.add_argument("--patience", type=int, default=3,
+    opt.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    opt.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    opt.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr:g} from scratch, "
+                                              f"{PRETRAINED_LR:g} pretrained)")
+    opt.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    opt.add_argument("--warmup", type=float, default=TrainConfig.warmup, help="fraction of the steps spent warming up")
+    opt.add_argument("--patience", type=int, default=TrainConfig.patience,
                      help="stop after this many epochs without a better validation macro-F1 (0: never)")
-    opt.add_argument("--seed", type=int, default=0)
-    opt.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    opt.add_argument("--seed", type=int, default=TrainConfig.seed)
+    opt.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
 
     distil = train.add_argument_group("distillation")
-    distil.add_argument("--teacher", help="a checkpoint trained on the same labels; its soft targets teach")
-    distil.add_argument("--temperature", type=float, default=2.0)
-    distil.add_argument("--alpha", type=float, default=0.5, help="weight of the soft-target loss")
+    distil.add_argument("--teacher", action="append", default=[],
+                        help="a checkpoint trained on the same labels; its soft targets teach. Repeat it for an "
+                             "ensemble (logits averaged). Its outputs are cached per text in TEACHER/teacher_cache/")
+    distil.add_argument("--temperature", type=float, default=TrainConfig.temperature)
+    distil.add_argument("--alpha", type=float, default=TrainConfig.alpha, help="weight of the soft-target loss")
+    distil.add_argument("--attention-distill", type=float, default=TrainConfig.attention_distill, metavar="WEIGHT",
+                        help="MiniLM self-attention distillation: weight of KL(teacher || student) of the last "
+                             "layer's attention distributions and value relations, per head, at word level "
+                             "(any width, heads or vocabulary; 0: off)")
+    distil.add_argument("--hidden-distill", type=float, default=TrainConfig.hidden_distill, metavar="WEIGHT",
+                        help="weight of the MSE between the last hidden states (student projected to the "
+                             "teacher's width by a learned linear layer) at word level (0: off)")
     distil.add_argument("--augment", type=int, default=0,
                         help="teacher-labelled perturbed copies of every training text (soft targets only)")
+    distil.add_argument("--augment-kinds", default=",".join(DEFAULT_AUGMENT_KINDS),
+                        help="comma-separated perturbations, one drawn per copy: dropout (15%% of words), "
+                             "shuffle (a span of 2-5 words), mix (halves of two texts), synonym (20%% of words "
+                             "replaced by a nearest neighbour in the teacher's embeddings: keeps the meaning)")
     train.set_defaults(func=run_train)
 
     attention = subparsers.add_parser(
@@ -63,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from encoder_serve.model.train import ModelOptions, TrainConfig, run
+    from encoder_serve.model.train import run
 
     if args.teacher and args.pretrained:
         raise ValueError("--teacher distils into a from-scratch student; drop --pretrained")
@@ -71,17 +102,22 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("--embeddings-from starts a from-scratch model; drop --pretrained")
     if args.augment and not args.teacher:
         raise ValueError("--augment needs --teacher: augmented texts are labelled by the teacher")
-    lr = args.lr if args.lr is not None else (8e-5 if args.pretrained else 5e-4)
+    if (args.attention_distill or args.hidden_distill) and not args.teacher:
+        raise ValueError("--attention-distill and --hidden-distill need --teacher")
+    kinds = tuple(k.strip() for k in args.augment_kinds.split(",") if k.strip())
+    lr = args.lr if args.lr is not None else (PRETRAINED_LR if args.pretrained else TrainConfig.lr)
     model_options = ModelOptions(pretrained=args.pretrained, layers=args.layers, d_model=args.d_model,
                                  heads=args.heads, d_ff=args.d_ff, vocab_size=args.vocab_size,
                                  max_length=args.max_length, position=args.position, norm=args.norm,
-                                 dropout=args.dropout, embeddings_from=args.embeddings_from)
+                                 dropout=args.dropout, embeddings_from=args.embeddings_from,
+                                 pooler=args.pooler)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
                          warmup=args.warmup, patience=args.patience, seed=args.seed, threads=args.threads,
-                         temperature=args.temperature, alpha=args.alpha)
+                         temperature=args.temperature, alpha=args.alpha,
+                         attention_distill=args.attention_distill, hidden_distill=args.hidden_distill)
     command = "encoder-serve " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     run(args.data, args.out, model_options, config, args.text_column, args.label_column,
-        teacher=args.teacher, augment=args.augment, command=command)
+        teachers=args.teacher, augment=args.augment, augment_kinds=kinds, command=command)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Reads top-down like the encoder chapter it comes from:
 
-    EncoderConfig                 every choice in one dataclass
+    EncoderConfig                 every choice in one dataclass (config.py: torch-free, so the CLI reads
+                                  its defaults without importing torch)
     Embeddings                    token embeddings + position information
     RelativePositionBias          relative positions as a bias on the attention scores
     scaled_dot_product_attention  softmax(QK^T / sqrt(d_k) + mask) V
@@ -10,7 +11,7 @@ Reads top-down like the encoder chapter it comes from:
     FeedForward                   Linear -> GELU -> Linear
     EncoderLayer                  both sublayers with skip connections and layer norm (pre or post)
     Encoder                       embeddings + a stack of layers
-    ClassificationHead            first token -> dropout -> linear
+    ClassificationHead            first token -> (pooler: dense + tanh) -> dropout -> linear
     EncoderClassifier             encoder + head; what we train, export and serve
 
 Shapes are written where they change: B batch, T sequence length, C = d_model,
@@ -20,60 +21,12 @@ nh heads, hs = C // nh head size.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-POSITION_KINDS = ("learned", "sinusoidal", "relative")
-NORM_PLACEMENTS = ("pre", "post")
-
-
-@dataclass
-class EncoderConfig:
-    vocab_size: int = 8000
-    max_length: int = 128  # longest input the model accepts, [CLS] and [SEP] included
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 4
-    d_ff: int = 1024
-    dropout: float = 0.1  # embeddings, sublayer outputs and the classification head
-    attention_dropout: float = 0.1
-    position: str = "learned"  # one of POSITION_KINDS
-    norm: str = "post"  # one of NORM_PLACEMENTS; post-norm needs learning-rate warm-up
-    layer_norm_eps: float = 1e-12
-    type_vocab_size: int = 2  # BERT's segment embeddings (all zeros for one text); 0 drops them
-    relative_buckets: int = 32  # T5-style bucketed relative positions (position == "relative")
-    relative_max_distance: int = 128
-    pad_token_id: int = 0
-    labels: list[str] = field(default_factory=lambda: ["negative", "positive"])  # id -> label
-
-    def __post_init__(self) -> None:
-        if self.position not in POSITION_KINDS:
-            raise ValueError(f"position must be one of {POSITION_KINDS}, got {self.position!r}")
-        if self.norm not in NORM_PLACEMENTS:
-            raise ValueError(f"norm must be one of {NORM_PLACEMENTS}, got {self.norm!r}")
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if len(self.labels) < 1 or len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"labels must be a non-empty list of distinct names, got {self.labels!r}")
-        self.labels = [str(label) for label in self.labels]
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.labels)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown encoder config fields: {sorted(unknown)}")
-        return cls(**data)
+from encoder_serve.model.config import NORM_PLACEMENTS, POSITION_KINDS, EncoderConfig  # noqa: F401 (re-exported)
 
 
 def sinusoidal_table(n_positions: int, d_model: int) -> torch.Tensor:
@@ -190,13 +143,17 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x.shape
         return x.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor,
-                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, return_attention: bool = False,
+                return_values: bool = False) -> tuple[torch.Tensor, torch.Tensor | tuple | None]:
+        """The output (B, T, C), and the attention weights (B, nh, T, T) when asked; with `return_values`
+        too, the pair (weights, value vectors (B, nh, T, hs)) that attention distillation matches."""
         B, T, C = x.shape
         q, k, v = self.split_heads(self.query(x)), self.split_heads(self.key(x)), self.split_heads(self.value(x))
         y, weights = scaled_dot_product_attention(q, k, v, bias, self.attention_dropout)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # heads concatenated: (B, T, C)
-        return self.output(y), (weights if return_attention else None)
+        if not return_attention:
+            return self.output(y), None
+        return self.output(y), ((weights, v) if return_values else weights)
 
 
 class FeedForward(nn.Module):
@@ -227,14 +184,14 @@ class EncoderLayer(nn.Module):
         self.feed_forward_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor,
-                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, return_attention: bool = False,
+                return_values: bool = False) -> tuple[torch.Tensor, torch.Tensor | tuple | None]:
         if self.pre_norm:
-            a, weights = self.attention(self.attention_norm(x), bias, return_attention)
+            a, weights = self.attention(self.attention_norm(x), bias, return_attention, return_values)
             x = x + self.dropout(a)
             x = x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
         else:
-            a, weights = self.attention(x, bias, return_attention)
+            a, weights = self.attention(x, bias, return_attention, return_values)
             x = self.attention_norm(x + self.dropout(a))
             x = self.feed_forward_norm(x + self.dropout(self.feed_forward(x)))
         return x, weights  # (B, T, C)
@@ -252,8 +209,11 @@ class Encoder(nn.Module):
         # a pre-norm stack leaves its residual stream un-normalized: one final layer norm closes it
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.norm == "pre" else None
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_attention: bool = False,
+                return_values: bool = False) -> tuple[torch.Tensor, list]:
+        """Last hidden states (B, T, C) and, with `return_attention`, every layer's attention weights
+        (B, nh, T, T), or with `return_values` too, (weights, values (B, nh, T, hs)) pairs. The plain
+        forward (the one exported to ONNX) keeps none of them."""
         _B, T = input_ids.shape
         x = self.embeddings(input_ids)  # (B, T, C)
         # 0 for real keys, the most negative float for padding keys: (B, 1, 1, T)
@@ -262,7 +222,7 @@ class Encoder(nn.Module):
             bias = bias + self.relative_bias(T, input_ids.device)  # (B, nh, T, T)
         attentions = []
         for layer in self.layers:
-            x, weights = layer(x, bias, return_attention)
+            x, weights = layer(x, bias, return_attention, return_values)
             if return_attention:
                 attentions.append(weights)
         if self.final_norm is not None:
@@ -271,15 +231,23 @@ class Encoder(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """Hidden state of the first token ([CLS]) -> dropout -> linear -> num_labels logits."""
+    """Hidden state of the first token ([CLS]) -> dropout -> linear -> num_labels logits.
+
+    With `config.pooler`, BERT's pooler (dense + tanh, pretrained with the next-sentence task) comes first,
+    as in Hugging Face's BertForSequenceClassification.
+    """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
+        self.pooler = nn.Linear(config.d_model, config.d_model) if config.pooler else None
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.d_model, config.num_labels)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(hidden[:, 0]))  # (B, C) -> (B, num_labels)
+        x = hidden[:, 0]  # (B, C)
+        if self.pooler is not None:
+            x = torch.tanh(self.pooler(x))
+        return self.classifier(self.dropout(x))  # (B, num_labels)
 
 
 class EncoderClassifier(nn.Module):

@@ -1,7 +1,8 @@
 """Start from a pretrained BERT-family checkpoint (config.json + model.safetensors + tokenizer.json).
 
 Every outside tensor is mapped onto our own names through an explicit table, and every shape is checked:
-nothing is loaded by luck. The pooler and masked-LM heads are not used; our classification head starts fresh.
+nothing is loaded by luck. The masked-LM head is not used; the pooler (dense + tanh on [CLS]) is loaded when
+the config asks for one (`pooler=True`), and the classifier on top always starts fresh.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ LAYER_MAP = {
     "output.dense": "feed_forward.down",
     "output.LayerNorm": "feed_forward_norm",
 }
-IGNORED = re.compile(r"^(pooler\.|cls\.|embeddings\.position_ids$)")
+POOLER_MAP = {"pooler.dense.weight": "head.pooler.weight", "pooler.dense.bias": "head.pooler.bias"}
+IGNORED = re.compile(r"^(cls\.|embeddings\.position_ids$)")
 
 
 def bert_config(path: Path, labels: list[str], max_length: int | None = None, **overrides) -> EncoderConfig:
@@ -59,12 +61,14 @@ def bert_config(path: Path, labels: list[str], max_length: int | None = None, **
         labels=labels, **overrides)
 
 
-def map_name(name: str) -> str | None:
+def map_name(name: str, pooler: bool = False) -> str | None:
     """Our parameter name for a BERT tensor name, or None for tensors we do not use."""
     name = name.removeprefix("bert.").replace("LayerNorm.gamma", "LayerNorm.weight").replace(
         "LayerNorm.beta", "LayerNorm.bias")
     if IGNORED.match(name):
         return None
+    if name in POOLER_MAP:
+        return POOLER_MAP[name] if pooler else None
     if name in EMBEDDING_MAP:
         return EMBEDDING_MAP[name]
     m = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)", name)
@@ -86,7 +90,7 @@ def load_pretrained(path: str | Path, labels: list[str], max_length: int | None 
     loaded: set[str] = set()
     with torch.no_grad():
         for name, tensor in load_file(str(path / "model.safetensors")).items():
-            target = map_name(name)
+            target = map_name(name, config.pooler)
             if target is None:
                 continue
             if target == "encoder.embeddings.position.weight":
@@ -98,7 +102,7 @@ def load_pretrained(path: str | Path, labels: list[str], max_length: int | None 
                                  f"{tuple(tensor.shape)} vs {tuple(ours[target].shape)}")
             ours[target].copy_(tensor.to(ours[target].dtype))
             loaded.add(target)
-    expected = {n for n in ours if not n.startswith("head.")}
+    expected = {n for n in ours if not n.startswith("head.classifier.")}
     if expected - loaded:
         raise ValueError(f"pretrained checkpoint {path} lacks tensors for {sorted(expected - loaded)}")
     tokenizer = configure(Tokenizer.from_file(str(path / "tokenizer.json")), config.max_length)
@@ -122,11 +126,10 @@ def minilm_path() -> Path:
 def embedding_source(source: str, labels: list[str]) -> tuple[EncoderClassifier, Tokenizer]:
     """The model and tokenizer whose vocabulary and embeddings a smaller student starts from:
     "minilm", a BERT-family checkpoint directory, or an encoder-serve checkpoint (a fine-tuned teacher)."""
-    from encoder_serve.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+    from encoder_serve.model.checkpoint import is_checkpoint, load_checkpoint
 
     path = minilm_path() if source == "minilm" else Path(source)
-    config = path / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("format") == CHECKPOINT_FORMAT:
+    if is_checkpoint(path):
         model, tokenizer, _ = load_checkpoint(path)
         return model, tokenizer
     return load_pretrained(path, labels)

@@ -38,8 +38,8 @@ def test_teacher_student_and_export_work_on_a_csv_with_other_columns_and_labels(
                             "--teacher", tmp_path / "teacher", "--augment", "1")
     assert student.returncode == 0, student.stderr
     record = json.loads((tmp_path / "student" / "config.json").read_text())["training"]
-    assert (record["text_column"], record["label_column"], record["teacher"]) == (
-        "tweet", "sentiment", str(tmp_path / "teacher"))
+    assert (record["text_column"], record["label_column"], record["teachers"]) == (
+        "tweet", "sentiment", [str(tmp_path / "teacher")])
 
     # export reads the same columns from the training record, and carves the same validation split
     export = encoder_serve("export", tmp_path / "student", tmp_path / "package", "--data", sentiment_csv,
@@ -52,6 +52,7 @@ def test_teacher_student_and_export_work_on_a_csv_with_other_columns_and_labels(
     assert metrics["test"]["accuracy"] == pytest.approx(trained["test"]["accuracy"], abs=0.011)
     assert metrics["validation"]["accuracy"] == pytest.approx(trained["validation"]["accuracy"], abs=0.011)
     assert "int8" in package.manifest["precisions"]  # built and judged by the gate, servable or not
+    assert package.manifest["baseline"] == trained["baseline"]  # the bag-of-words baseline travels along
 
     wrong = encoder_serve("export", tmp_path / "student", tmp_path / "package2", "--data", sentiment_csv,
                           "--text-column", "text")

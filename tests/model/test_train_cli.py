@@ -8,11 +8,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from encoder_serve.model.checkpoint import load_checkpoint, predict_logits
+from encoder_serve.model.checkpoint import load_checkpoint, predict_logits, save_checkpoint
+from encoder_serve.model.encoder import EncoderClassifier, EncoderConfig
 from tests.clikit import TINY, encoder_serve
 
 ARTIFACTS = ["config.json", "model.safetensors", "tokenizer.json", "metrics.json", "history.json",
              "training_curves.png", "confusion_matrix.png"]
+
+
+def model_labels(checkpoint: Path) -> list[str]:
+    return json.loads((checkpoint / "config.json").read_text())["encoder"]["labels"]
+
+
+def tiny_model(labels: list[str], **size) -> EncoderClassifier:
+    """An untrained model on the 800-token test vocabulary: a teacher whose outputs are as good as any here."""
+    torch.manual_seed(1)
+    return EncoderClassifier(EncoderConfig(vocab_size=800, max_length=48, n_layers=1, d_ff=64, labels=labels,
+                                           **size))
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +72,34 @@ def test_bad_data_fails_before_training_with_file_and_line(tmp_path, small_emoti
     assert not (tmp_path / "out").exists()
 
 
-def test_distillation_from_a_teacher_runs_end_to_end_and_caches_teacher_logits(trained, small_emotion, tmp_path):
+def test_distillation_from_a_teacher_runs_end_to_end_and_caches_teacher_logits_per_text(trained, small_emotion,
+                                                                                        tmp_path):
     args = ["train", "--data", small_emotion, "--teacher", trained, "--augment", "1", "--temperature", "3",
             "--alpha", "0.7", *TINY]
     first = encoder_serve(*args, "--out", tmp_path / "student")
     assert first.returncode == 0, first.stderr
     assert (tmp_path / "student" / "metrics.json").is_file()
-    assert len(list((trained / "teacher_logits").glob("*.safetensors"))) == 1
+    assert len(list((trained / "teacher_cache").glob("*-logits-*.safetensors"))) == 1
     config = json.loads((tmp_path / "student" / "config.json").read_text())
-    assert config["training"]["teacher"] == str(trained) and config["training"]["augment"] == 1
+    assert config["training"]["teachers"] == [str(trained)] and config["training"]["augment"] == 1
     second = encoder_serve(*args, "--out", tmp_path / "student2")
-    assert second.returncode == 0 and "teacher logits from cache" in second.stderr
+    assert second.returncode == 0 and "labelling" not in second.stderr
+
+
+def test_attention_and_hidden_state_distillation_from_an_ensemble_teacher(trained, small_emotion, tmp_path):
+    """A student with another width, head count and vocabulary than its teachers learns their last-layer
+    relations and hidden states, from an ensemble of two, with synonym augmentation."""
+    second_teacher = save_checkpoint(tiny_model(model_labels(trained), d_model=48, n_heads=4),
+                                      load_checkpoint(trained)[1], tmp_path / "teacher2")
+    result = encoder_serve("train", "--data", small_emotion, "--out", tmp_path / "student", *TINY,
+                           "--vocab-size", "600", "--teacher", second_teacher, "--teacher", trained,
+                           "--attention-distill", "1", "--hidden-distill", "0.5", "--augment", "1",
+                           "--augment-kinds", "synonym,dropout")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "student" / "config.json").read_text())["training"]
+    assert record["train"]["attention_distill"] == 1 and record["train"]["hidden_distill"] == 0.5
+    assert record["augment_kinds"] == ["synonym", "dropout"] and len(record["teachers"]) == 2
+    assert list((second_teacher / "teacher_cache").glob("*-relations-h2-*.safetensors"))
 
 
 def test_attention_writes_a_heatmap_grid_and_the_weights_as_json(trained, tmp_path):
