@@ -51,7 +51,7 @@ def test_default_package_verifies_and_fits_the_repository_budget(package):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_default_package_classifies_clear_emotion_texts_correctly(package, tokenizer, precision):
     if not package.servable(precision):
-        pytest.skip(f"{precision} not servable: {package.precision(precision)['reason']}")
+        pytest.skip(f"{precision} not servable: {package.precision(precision).reason}")
     texts = list(CLEAR)
     logits = onnx_runtime.logits(onnx_runtime.session(package.model_path(precision)), tokenizer, texts)
     assert [package.labels[i] for i in logits.argmax(-1)] == list(CLEAR.values())
@@ -60,7 +60,7 @@ def test_default_package_classifies_clear_emotion_texts_correctly(package, token
 def test_default_package_scores_do_not_depend_on_batch_neighbours(package, tokenizer):
     texts = list(CLEAR) + ["ok", "i feel " + "really " * 200 + "tired"]  # unpadded, short, truncated
     for precision in servable_precisions(package):
-        if not package.precision(precision).get("batch_invariant", True):
+        if package.precision(precision).batch_invariant is False:
             continue  # a dynamic INT8 marked as such is refused batching by the service
         alone, batched = verify.alone_and_batched(onnx_runtime.session(package.model_path(precision)), tokenizer, texts)
         assert np.abs(onnx_runtime.softmax(alone) - onnx_runtime.softmax(batched)).max() <= 1e-5, precision

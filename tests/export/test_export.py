@@ -108,7 +108,7 @@ def test_a_package_without_labelled_data_ships_fp32_only_and_says_why(tiny_check
     package = build_package(tiny_checkpoint, tmp_path / "package", name="p", version="2")
     assert package.servable("fp32") and not package.servable("int8")
     assert not (package.path / "model.int8.onnx").exists()
-    assert "no labelled validation data" in package.precision("int8")["reason"]
+    assert "no labelled validation data" in package.precision("int8").reason
     assert load_package(package.path).manifest["metrics"] == {}
 
 

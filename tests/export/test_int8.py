@@ -66,7 +66,7 @@ def test_gate_refuses_an_accuracy_drop_even_when_agreement_is_high():
 
 
 def test_the_shipped_int8_passed_its_gate_on_the_validation_split(package, tokenizer, validation):
-    entry = package.precision("int8")
+    entry = package.manifest["precisions"]["int8"]
     fp32 = validation_logits(package.model_path("fp32"), tokenizer, validation)
     result = quantize.gate(fp32, validation_logits(package.model_path("int8"), tokenizer, validation),
                            validation.labels)
@@ -85,7 +85,7 @@ def test_dynamic_int8_scores_depend_on_batch_neighbours_but_static_int8_scores_d
                                                 scores=True)
     assert dynamic_dependence > quantize.BATCH_INVARIANCE_TOLERANCE
     assert static_dependence <= quantize.BATCH_INVARIANCE_TOLERANCE
-    candidates = package.precision("int8")["candidates"]
+    candidates = package.manifest["precisions"]["int8"]["candidates"]
     assert candidates["dynamic"]["batch_invariant"] is False
     assert candidates["static"]["batch_invariant"] is True
 
@@ -110,7 +110,7 @@ def test_without_a_train_split_static_int8_is_skipped_with_the_reason(tiny_check
     for split in ("validation", "test"):  # no train split: nothing to calibrate static scales with
         (data / f"{split}.jsonl").write_text((tiny_data_dir / f"{split}.jsonl").read_text())
     package = build_package(tiny_checkpoint, tmp_path / "package", name="p", version="1", data_dir=data)
-    entry = package.precision("int8")
+    entry = package.manifest["precisions"]["int8"]
     assert entry["candidates"]["static"] == {"passed": False,
                                              "reason": "no train split to calibrate the static scales"}
     assert "static: no train split" in entry["reason"] or entry["mode"] == "dynamic"

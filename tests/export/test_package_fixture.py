@@ -9,4 +9,4 @@ def test_tiny_package_loads_with_both_precisions_servable(tiny_package):
     assert package.labels == ["anger", "fear", "joy", "love", "sadness", "surprise"]
     assert package.model_path("fp32").is_file()
     assert package.model_path("int8").is_file()
-    assert package.precision("int8")["batch_invariant"] is True
+    assert package.precision("int8").batch_invariant is True

@@ -24,7 +24,9 @@ def edit_manifest(package, change):
 def test_an_untouched_package_loads_and_knows_what_it_serves(package):
     loaded = load_package(package)
     assert loaded.model_path("fp32") == package / "model.onnx"
-    assert set(loaded.manifest["files"]) == {"model.onnx", "model.int8.onnx", "tokenizer.json"}
+    assert {"model.onnx", "model.int8.onnx", "tokenizer.json"} <= set(loaded.manifest["files"])
+    if loaded.attention_path is not None:
+        assert loaded.attention_path.is_file() and loaded.attention_path.name in loaded.manifest["files"]
 
 
 def test_a_tampered_file_is_named_with_its_hash_mismatch(package):
@@ -55,11 +57,14 @@ def test_a_directory_without_a_manifest_is_not_a_package(package):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda m: m.pop("labels"), r"missing keys \['labels'\]"),
-    (lambda m: m.update(format="something-else/9"), r"format 'something-else/9'"),
-    (lambda m: m.update(labels=["joy", "joy"]), r"labels must be a non-empty list of distinct names"),
-    (lambda m: m.update(max_length="64"), r"max_length must be an integer"),
-    (lambda m: m["files"].pop("model.onnx"), r"servable file 'model.onnx' is not in files"),
+    (lambda m: m.pop("labels"), r"labels: Field required"),
+    (lambda m: m.update(format="something-else/9"), r"format: Input should be 'encoder-serve-package/1'"),
+    (lambda m: m.update(labels=["joy", "joy"]), r"labels: labels must be distinct names"),
+    (lambda m: m.update(labels=[]), r"labels: List should have at least 1 item"),
+    (lambda m: m.update(max_length="64"), r"max_length: Input should be a valid integer"),
+    (lambda m: m["files"].pop("model.onnx"), r"precision 'fp32': servable file 'model.onnx' is not in files"),
+    (lambda m: m.update(attention={"file": "model.attention.onnx", "outputs": ["logits"]}),
+     r"attention.outputs: the attention graph lacks the outputs \['attentions', 'queries', 'keys'\]"),
 ])
 def test_a_bad_manifest_is_rejected_with_what_is_wrong(package, change, message):
     edit_manifest(package, change)
