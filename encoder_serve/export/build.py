@@ -29,12 +29,20 @@ from encoder_serve.export import onnx_export, optimize, quantize, verify
 from encoder_serve.model.checkpoint import load_checkpoint
 from encoder_serve.model.data import find_split, load_dataset, read_file
 from encoder_serve.model.evaluation import classification_report
-from encoder_serve.package import MANIFEST, ModelPackage, load_package, sha256_file, write_manifest
+from encoder_serve.package import (
+    ATTENTION_OUTPUTS,
+    MANIFEST,
+    ModelPackage,
+    load_package,
+    sha256_file,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
 LIBRARIES = ("encoder-serve", "torch", "onnx", "onnxruntime", "tokenizers", "numpy")
 GATE_BATCH_SIZE = 32  # the gate and the metrics score texts in batches, as the service does
+ATTENTION_PROBE_TEXTS = 24  # texts the attention graph is checked on, one by one (as explain runs)
 
 
 @dataclass
@@ -189,10 +197,21 @@ def install(staging: Path, package_dir: Path) -> None:
     staging.rename(package_dir)
 
 
+def build_attention(model, path: Path, tokenizer: Tokenizer, probe: list[str], threads: int) -> dict:
+    """The explain graph at `path`, verified against PyTorch; its manifest entry."""
+    onnx_export.export_attention_onnx(model, path)
+    checks = verify.verify_attention(model, path, tokenizer, probe[:ATTENTION_PROBE_TEXTS], threads)
+    log.info("attention graph verified: max |Δattention| vs PyTorch %.2g", checks["max_abs_attention_diff_vs_pytorch"])
+    return {"file": path.name, "outputs": list(ATTENTION_OUTPUTS), "size_bytes": path.stat().st_size,
+            "verification": checks}
+
+
 def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: str, version: str,
-                  data_dir: str | Path | None = None, int8: bool = True, calibration_size: int = 512,
-                  threads: int = 1, text_column: str | None = None, label_column: str | None = None) -> ModelPackage:
-    """Export, verify, optimize, quantize and gate `checkpoint_dir` into the model package `package_dir`."""
+                  data_dir: str | Path | None = None, int8: bool = True, attention: bool = True,
+                  calibration_size: int = 512, threads: int = 1, text_column: str | None = None,
+                  label_column: str | None = None) -> ModelPackage:
+    """Export, verify, optimize, quantize and gate `checkpoint_dir` into the model package `package_dir`;
+    with `attention`, the explain graph too."""
     checkpoint_dir, package_dir = Path(checkpoint_dir), Path(package_dir)
     check_replaceable(package_dir)  # before minutes of work, not after
     model, tokenizer, _ = load_checkpoint(checkpoint_dir)
@@ -231,6 +250,8 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
                 shutil.copyfile(chosen, staging / "model.int8.onnx")
                 metrics["int8"] = int8_metrics
         shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
+        attention_entry = build_attention(model, staging / "model.attention.onnx", tokenizer, probe, threads) \
+            if attention else None
 
         write_manifest(staging, {
             "name": name,
@@ -239,6 +260,7 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
             "max_length": config.max_length,
             "encoder": config.to_dict(),
             "precisions": precisions,
+            "attention": attention_entry,
             "metrics": metrics,
             "baseline": checkpoint_baseline(checkpoint_dir),
             "source": {"checkpoint": str(checkpoint_dir.resolve()),

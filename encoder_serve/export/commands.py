@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--calibration-size", type=int, default=512,
                         help="training texts used to fix the static INT8 scales (default: 512)")
     export.add_argument("--no-int8", action="store_true", help="build no INT8 graph")
+    export.add_argument("--no-attention", action="store_true",
+                        help="build no attention graph (the service's /v1/explain then says it is missing)")
     export.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads (default: 1)")
     export.set_defaults(func=run_export)
 
@@ -58,6 +60,7 @@ def run_export(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     package = build_package(args.checkpoint, args.package, name=args.name or args.package.name,
                             version=args.version, data_dir=args.data, int8=not args.no_int8,
+                            attention=not args.no_attention,
                             calibration_size=args.calibration_size, threads=args.threads,
                             text_column=args.text_column, label_column=args.label_column)
     summary = {"package": str(package.path), "model": package.ref,

@@ -108,3 +108,27 @@ def verify_fp32(model: EncoderClassifier, path: str | Path, tokenizer: Tokenizer
                                 f"by max |Δlogits| = {vs_batch:.3g} > {BATCH_TOLERANCE:g}")
     return {"onnx_checker": "passed", "texts": len(texts), "batch_sizes": list(BATCH_SIZES),
             "max_abs_logit_diff_vs_pytorch": vs_pytorch, "max_abs_logit_diff_alone_vs_batched": vs_batch}
+
+
+@torch.no_grad()
+def verify_attention(model: EncoderClassifier, path: str | Path, tokenizer: Tokenizer, texts: Sequence[str],
+                     threads: int = 1) -> dict:
+    """The attention graph against PyTorch, text by text (as the explain endpoint runs it): logits and every
+    layer's attention probabilities within FP32_TOLERANCE, and each probability row summing to 1."""
+    check_graph(path)
+    sess = onnx_runtime.session(path, threads)
+    worst_logits = worst_attention = worst_row = 0.0
+    for text in texts:
+        ids, mask = encode(tokenizer, [text])
+        logits, attentions = sess.run(["logits", "attentions"], {"input_ids": ids, "attention_mask": mask})
+        expected_logits = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        expected = torch.stack(model.attention_maps(torch.from_numpy(ids), torch.from_numpy(mask))).numpy()
+        worst_logits = max(worst_logits, float(np.abs(logits - expected_logits).max()))
+        worst_attention = max(worst_attention, float(np.abs(attentions - expected).max()))
+        worst_row = max(worst_row, float(np.abs(attentions.sum(-1) - 1).max()))
+    for what, worst in (("logits", worst_logits), ("attention", worst_attention), ("row sums", worst_row)):
+        if not worst <= FP32_TOLERANCE:
+            raise VerificationError(f"{Path(path).name}: the attention graph's {what} differ from PyTorch by "
+                                    f"{worst:.3g} > {FP32_TOLERANCE:g} on {len(texts)} texts")
+    return {"onnx_checker": "passed", "texts": len(texts), "max_abs_logit_diff_vs_pytorch": worst_logits,
+            "max_abs_attention_diff_vs_pytorch": worst_attention, "max_abs_row_sum_error": worst_row}

@@ -22,7 +22,7 @@ from encoder_serve.service.http import (
     service_of,
 )
 from encoder_serve.service.probes import liveness_body, readiness_body
-from encoder_serve.service.schemas import ClassifyResponse, ErrorResponse, ModelsResponse
+from encoder_serve.service.schemas import ClassifyResponse, ErrorResponse, ExplainResponse, ModelsResponse
 
 
 def rank(probabilities: Sequence[np.ndarray], labels: list[str], top_k: int | None) -> list[list[dict]]:
@@ -38,9 +38,24 @@ def rank(probabilities: Sequence[np.ndarray], labels: list[str], top_k: int | No
     return ranked
 
 
-def build_router(request_model: type[BaseModel]) -> APIRouter:
+def explanation(explained, ref: str, labels: list[str], body) -> dict:
+    """The /v1/explain answer: tokens, ranked labels, every layer's and head's attention, and for the asked
+    layer and head the queries, keys and scaled dot products the weights come from."""
+    layers, heads = explained.attentions.shape[:2]
+    answer = {"model": ref, "tokens": explained.tokens, "truncated": explained.truncated,
+              "predictions": rank([explained.probabilities], labels, None)[0],
+              "attention": {"layers": layers, "heads": heads, "weights": explained.attentions}}
+    if body.query_key:
+        q, k = explained.queries[body.layer, body.head], explained.keys[body.layer, body.head]
+        answer["query_key"] = {"layer": body.layer, "head": body.head, "queries": q, "keys": k,
+                               "scores": q @ k.T / np.sqrt(q.shape[-1])}
+    return answer
+
+
+def build_router(request_model: type[BaseModel], explain_model: type[BaseModel]) -> APIRouter:
     router = APIRouter()
     request_schema = {"$ref": f"#/components/schemas/{request_model.__name__}"}  # app.document_model adds it
+    explain_schema = {"$ref": f"#/components/schemas/{explain_model.__name__}"}
 
     @router.post(routes.CLASSIFY.path, response_model=ClassifyResponse, responses=ERRORS, tags=["inference"],
                  summary="Classify one text or a batch of texts", openapi_extra={
@@ -57,6 +72,24 @@ def build_router(request_model: type[BaseModel]) -> APIRouter:
             body.inputs, truncate=body.truncate, timeout_s=timeout_s)
         return JSON({"model": service.package.ref,
                      "predictions": rank(probabilities, service.package.labels, body.top_k)})
+
+    @router.post(routes.EXPLAIN.path, response_model=ExplainResponse, tags=["inference"],
+                 responses={**ERRORS, 501: {"model": ErrorResponse}},
+                 summary="What the model attends to: one text's tokens, labels and attention",
+                 description="Every layer's and head's attention weights for one text (the model's own tokens, "
+                             "[CLS] and [SEP] included), and optionally, for one layer and head, the query and key "
+                             "vectors whose scaled dot products the weights are the softmax of. Runs on a lane of "
+                             "its own (MAX_CONCURRENT_EXPLAINS, then 429), never delaying classification. 501 when "
+                             "the model package was built without its attention graph.",
+                 openapi_extra={"parameters": [TIMEOUT_PARAMETER], "requestBody": {"required": True, "content": {
+                     "application/json": {"schema": explain_schema}}}})
+    async def explain(request: Request) -> Response:
+        service = service_of(request)
+        authorize(service.settings.api_key, request)
+        timeout_s = request_timeout(service.settings.request_timeout_s, request)
+        body = await read_json(request, explain_model)
+        explained = await service.pipeline.explain(body.inputs, truncate=body.truncate, timeout_s=timeout_s)
+        return JSON(explanation(explained, service.package.ref, service.package.labels, body))
 
     @router.get(routes.MODELS.path, response_model=ModelsResponse, responses={401: ERRORS[401]},
                 tags=["inference"], summary="The served model, as its manifest describes it")

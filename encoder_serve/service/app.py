@@ -26,7 +26,7 @@ from encoder_serve.service import routes
 from encoder_serve.service.admission import Admission
 from encoder_serve.service.api import build_router
 from encoder_serve.service.apidocs import add_docs_pages
-from encoder_serve.service.backend import OnnxBackend
+from encoder_serve.service.backend import AttentionBackend, OnnxBackend
 from encoder_serve.service.batching import Batcher
 from encoder_serve.service.errors import install_error_handlers
 from encoder_serve.service.kserve import build_kserve_router
@@ -39,7 +39,7 @@ from encoder_serve.service.metrics import (
 from encoder_serve.service.middleware import FastEndpoint, RequestContext
 from encoder_serve.service.pipeline import InferencePipeline
 from encoder_serve.service.probes import OpsServer
-from encoder_serve.service.schemas import classify_request_model
+from encoder_serve.service.schemas import classify_request_model, explain_request_model
 from encoder_serve.service.settings import Settings, load_settings
 from encoder_serve.service.state import Service
 
@@ -64,15 +64,16 @@ def drain_on_signals(service: Service) -> None:
             signal.signal(sig, handler)
 
 
-def document_model(app: FastAPI, model: type[BaseModel]) -> None:
-    """Add a model that routes parse themselves (so FastAPI never saw it) to the OpenAPI components."""
+def document_models(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Add the models that routes parse themselves (so FastAPI never saw them) to the OpenAPI components."""
     generate = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = generate()
-            schema.setdefault("components", {}).setdefault("schemas", {})[model.__name__] = \
-                model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for model in models:
+                schema.setdefault("components", {}).setdefault("schemas", {})[model.__name__] = \
+                    model.model_json_schema(ref_template="#/components/schemas/{model}")
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -100,13 +101,17 @@ async def lifespan(app: FastAPI):
                           seconds_per_token=seconds_per_token, model_threads=settings.batch_threads)
         batcher.start()
         admission.work_ahead_s = batcher.work_ahead_s
-        service.load(InferencePipeline(backend, batcher, service.metrics, settings.max_queue_delay_ms))
+        attention = (await asyncio.to_thread(AttentionBackend, service.package, backend.tokenizer)
+                     if service.package.attention_path else None)
+        pipeline = InferencePipeline(backend, batcher, service.metrics, settings.max_queue_delay_ms, attention)
+        service.load(pipeline)
         drain_on_signals(service)
         try:
             yield
         finally:
             service.drain()
             await batcher.close()
+            pipeline.close()
             forget_this_process()
     finally:
         if ops is not None:
@@ -158,11 +163,13 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
                                     max_concurrent_requests=settings.max_concurrent_requests,
                                     max_queue_delay_ms=settings.max_queue_delay_ms,
                                     max_concurrent_explains=settings.max_concurrent_explains)
-    routers = [build_router(request_model), build_kserve_router(request_model)]
+    encoder = package.manifest["encoder"]
+    explain_model = explain_request_model(settings.max_chars_per_input, encoder["n_layers"], encoder["n_heads"])
+    routers = [build_router(request_model, explain_model), build_kserve_router(request_model)]
     for router in routers:
         app.include_router(router)
     add_docs_pages(app)
-    document_model(app, request_model)
+    document_models(app, request_model, explain_model)
     install_error_handlers(app)
     app.context = RequestContext(app.routed, metrics, app.state.admission, fast_endpoints(app, routers))
     return app

@@ -82,3 +82,38 @@ class OnnxBackend:
         started = time.perf_counter()
         self.predict([[self.pad_id] * self.max_length])
         return (time.perf_counter() - started) / self.max_length
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """One text through the attention graph: its tokens, probabilities, and what attention did."""
+    tokens: list[str]
+    probabilities: np.ndarray  # (num_labels,)
+    attentions: np.ndarray  # (layers, heads, T, T), each row sums to 1
+    queries: np.ndarray  # (layers, heads, T, head size)
+    keys: np.ndarray  # (layers, heads, T, head size)
+    truncated: bool  # the text was longer than max_length tokens and was cut
+
+
+class AttentionBackend:
+    """The package's attention graph (fp32, unfused) on one ONNX Runtime thread: one text at a time, for
+    people looking at the model, never on the classification path."""
+
+    def __init__(self, package: ModelPackage, tokenizer):
+        path = package.attention_path
+        if path is None:
+            raise PackageError(f"{package.path} has no attention graph")
+        self.tokenizer = tokenizer
+        self.max_length = package.max_length
+        try:
+            self.session = onnx_runtime.session(path, threads=1, spinning=False)
+        except Exception as e:  # noqa: BLE001 (ORT raises its own types for unreadable graphs)
+            raise PackageError(f"{path}: ONNX Runtime cannot load it: {e}") from None
+
+    def explain(self, text: str) -> Explanation:
+        encoding = self.tokenizer.encode(text)
+        ids = np.array([encoding.ids], dtype=np.int64)
+        logits, attentions, queries, keys = self.session.run(
+            ["logits", "attentions", "queries", "keys"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        return Explanation(encoding.tokens, onnx_runtime.softmax(logits)[0], attentions[:, 0], queries[:, 0],
+                           keys[:, 0], bool(encoding.overflowing))

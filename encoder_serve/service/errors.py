@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from encoder_serve.service.batching import Overloaded, ShuttingDown
 from encoder_serve.service.http import ApiError, detail, error_response, invalid
-from encoder_serve.service.pipeline import InputTooLong, RequestTimeout
+from encoder_serve.service.pipeline import InputTooLong, NoAttentionGraph, RequestTimeout
 
 log = logging.getLogger("encoder_serve.errors")
 
@@ -46,6 +46,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def draining(request: Request, exc: ShuttingDown) -> Response:
         return error_response(503, str(exc), headers={"Connection": "close"})
 
+    async def no_attention(request: Request, exc: NoAttentionGraph) -> Response:
+        package = request.app.state.service.package
+        return error_response(501, f"the model package {package.ref} has no attention graph, so it cannot "
+                                   "explain: rebuild it with `encoder-serve export CHECKPOINT PACKAGE` (the attention "
+                                   "graph is built unless --no-attention is given)", type_="not_available")
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal error; the request id in the logs has the details")
@@ -57,4 +63,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Overloaded, overloaded)
     app.add_exception_handler(RequestTimeout, timeout)
     app.add_exception_handler(ShuttingDown, draining)
+    app.add_exception_handler(NoAttentionGraph, no_attention)
     app.add_exception_handler(Exception, unexpected)

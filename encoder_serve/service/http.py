@@ -27,7 +27,7 @@ from encoder_serve.service.state import Service
 
 STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                 413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
-                429: "queue_full", 500: "internal_error",
+                429: "queue_full", 500: "internal_error", 501: "not_available",
                 503: "unavailable", 504: "timeout"}
 TIMEOUT_HEADER = "x-request-timeout-ms"
 TIMEOUT_PARAMETER = {"name": TIMEOUT_HEADER, "in": "header", "required": False,

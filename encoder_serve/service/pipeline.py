@@ -21,10 +21,11 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from encoder_serve.service.backend import OnnxBackend, Tokenized
+from encoder_serve.service.backend import AttentionBackend, Explanation, OnnxBackend, Tokenized
 from encoder_serve.service.batching import Batcher, DeadlineExceeded, Overloaded
 from encoder_serve.service.metrics import ServiceMetrics
 
@@ -45,12 +46,39 @@ class RequestTimeout(Exception):
         super().__init__(message)
 
 
+class NoAttentionGraph(Exception):
+    """The package was built without the attention graph that /v1/explain needs."""
+
+
 class InferencePipeline:
-    def __init__(self, backend: OnnxBackend, batcher: Batcher, metrics: ServiceMetrics, max_queue_delay_ms: float = 0):
+    def __init__(self, backend: OnnxBackend, batcher: Batcher, metrics: ServiceMetrics, max_queue_delay_ms: float = 0,
+                 attention: AttentionBackend | None = None):
         self.backend = backend
         self.batcher = batcher
         self.metrics = metrics
         self.max_queue_delay_s = max_queue_delay_ms / 1000
+        self.attention = attention
+        # explain's own lane: one thread, bounded by admission (MAX_CONCURRENT_EXPLAINS), never the batcher's
+        self._explain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain") if attention else None
+
+    def close(self) -> None:
+        if self._explain is not None:
+            self._explain.shutdown(wait=True)
+
+    async def explain(self, text: str, *, truncate: bool, timeout_s: float) -> Explanation:
+        """One text through the attention graph, in the explain lane's thread, within the deadline."""
+        if self.attention is None:
+            raise NoAttentionGraph()
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._explain, self.attention.explain, text)
+        try:
+            explanation = await asyncio.wait_for(work, timeout_s)
+        except TimeoutError:
+            self.metrics.timeouts.inc()
+            raise RequestTimeout() from None
+        if explanation.truncated and not truncate:
+            raise InputTooLong(0, self.backend.max_length, field="inputs")
+        return explanation
 
     async def tokenize(self, texts: Sequence[str]) -> Tokenized:
         started = time.perf_counter()

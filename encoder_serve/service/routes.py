@@ -38,6 +38,7 @@ class Route:
 
 
 CLASSIFY = Route("POST", "/v1/classify", Kind.INFERENCE, fast=True)
+EXPLAIN = Route("POST", "/v1/explain", Kind.EXPLAIN)
 MODELS = Route("GET", "/v1/models", Kind.OPERATIONS)
 HEALTHZ = Route("GET", "/healthz", Kind.PROBE)
 READYZ = Route("GET", "/readyz", Kind.PROBE)
@@ -57,7 +58,7 @@ DOCS_OAUTH = Route("GET", "/docs/oauth2-redirect", Kind.PAGE)
 DOCS_ASSETS = Route("GET", "/docs/assets/{path}", Kind.PAGE, prefix=True)
 
 ROUTES: tuple[Route, ...] = (
-    CLASSIFY, MODELS, HEALTHZ, READYZ, METRICS,
+    CLASSIFY, EXPLAIN, MODELS, HEALTHZ, READYZ, METRICS,
     V2_SERVER, V2_LIVE, V2_READY, V2_MODEL, V2_MODEL_VERSION, V2_MODEL_READY, V2_MODEL_VERSION_READY,
     V2_INFER, V2_INFER_VERSION,
     OPENAPI, DOCS, DOCS_OAUTH, DOCS_ASSETS,

@@ -56,6 +56,23 @@ def classify_request_model(max_inputs: int, max_chars: int, num_labels: int) -> 
     )
 
 
+def explain_request_model(max_chars: int, layers: int, heads: int) -> type[BaseModel]:
+    text = Annotated[str, StringConstraints(min_length=1, max_length=max_chars), AfterValidator(_not_blank),
+                     Field(description=f"One text (1 to {max_chars} characters, not whitespace only).")]
+    return create_model(
+        "ExplainRequest",
+        __config__=ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+            {"inputs": "i feel wonderful today", "query_key": True, "layer": 0, "head": 1}]}),
+        inputs=(text, ...),
+        truncate=(bool, Field(True, description="Truncate a text longer than the model's max length; false "
+                                                "answers 422 instead.")),
+        query_key=(bool, Field(False, description="Also return, for one layer and head, each token's query and "
+                                                  "key vectors and their scaled dot products.")),
+        layer=(int, Field(0, ge=0, lt=layers, description=f"The layer of the query-key view (0 to {layers - 1}).")),
+        head=(int, Field(0, ge=0, lt=heads, description=f"The head of the query-key view (0 to {heads - 1}).")),
+    )
+
+
 class Prediction(BaseModel):
     label: str
     score: float = Field(description="Softmax probability.")
@@ -96,3 +113,29 @@ class Error(BaseModel):
 class ErrorResponse(BaseModel):
     """Every 4xx and 5xx answer has this shape."""
     error: Error
+
+
+class Attention(BaseModel):
+    layers: int
+    heads: int
+    weights: list[list[list[list[float]]]] = Field(
+        description="[layer][head][i][j]: how much token i attends to token j; each row sums to 1.")
+
+
+class QueryKey(BaseModel):
+    layer: int
+    head: int
+    queries: list[list[float]] = Field(description="[i]: token i's query vector for this head.")
+    keys: list[list[float]] = Field(description="[j]: token j's key vector for this head.")
+    scores: list[list[float]] = Field(description="[i][j]: query i . key j / sqrt(head size), before the softmax "
+                                                  "(a relative-position model adds its position bias to these).")
+
+
+class ExplainResponse(BaseModel):
+    model: str = Field(examples=["emotion@1.2.0"])
+    tokens: list[str] = Field(description="The model's tokens, [CLS] and [SEP] included.", examples=[
+        ["[CLS]", "i", "feel", "wonderful", "today", "[SEP]"]])
+    truncated: bool = Field(description="The text was longer than the model's max length and was cut.")
+    predictions: list[Prediction] = Field(description="Labels sorted by score (highest first).")
+    attention: Attention
+    query_key: QueryKey | None = None

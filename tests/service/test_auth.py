@@ -14,10 +14,11 @@ def secured(package):
         yield live
 
 
+@pytest.mark.parametrize("path", ["/v1/classify", "/v1/explain"])
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-key"},
                                      {"Authorization": "Basic s3cret-key"}])
-def test_inference_without_the_right_key_is_401(secured, headers):
-    r = httpx.post(secured.url + "/v1/classify", json={"inputs": "hello"}, headers=headers)
+def test_inference_without_the_right_key_is_401(secured, path, headers):
+    r = httpx.post(secured.url + path, json={"inputs": "hello"}, headers=headers)
     assert r.status_code == 401 and r.json()["error"]["type"] == "unauthorized"
     assert r.headers["www-authenticate"] == "Bearer"
 
@@ -26,6 +27,9 @@ def test_the_right_key_is_served(secured):
     r = httpx.post(secured.url + "/v1/classify", json={"inputs": "hello"},
                    headers={"Authorization": "Bearer s3cret-key"})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+    r = httpx.post(secured.url + "/v1/explain", json={"inputs": "hello"},
+                   headers={"Authorization": "Bearer s3cret-key"})
+    assert r.status_code == 200 and r.json()["tokens"][0] == "[CLS]"
 
 
 def test_health_metrics_and_docs_stay_open(secured):
