@@ -10,7 +10,8 @@
 # MODEL_PACKAGE is the package directory, relative to the build context, that is baked in.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# ---- build: a virtual environment with the serving dependencies only (no torch, no compilers) ----
+# ---- build: a virtual environment with the serving dependencies only (no torch, no compilers), and the
+# OpenTelemetry SDK, so that tracing needs nothing but OTEL_EXPORTER_OTLP_ENDPOINT ----
 FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -20,7 +21,7 @@ COPY pyproject.toml README.md ./
 # rebuilds in seconds and only a pyproject.toml change downloads them again.
 RUN python3 -m venv /opt/venv \
     && mkdir encoder_serve && touch encoder_serve/__init__.py \
-    && /opt/venv/bin/pip install --no-cache-dir ".[serve]" \
+    && /opt/venv/bin/pip install --no-cache-dir ".[serve,otel]" \
     && /opt/venv/bin/pip uninstall --yes encoder-serve
 COPY encoder_serve ./encoder_serve
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \

@@ -120,7 +120,7 @@ def build_router(request_model: type[BaseModel], explain_model: type[BaseModel])
                 response_class=PlainTextResponse,
                 responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics(request: Request) -> Response:
-        body, content_type = service_of(request).exposition()
+        body, content_type = service_of(request).exposition(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
     return router

@@ -21,8 +21,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
+from encoder_serve.cli import version
 from encoder_serve.package import load_package
-from encoder_serve.service import routes
+from encoder_serve.service import routes, tracing
 from encoder_serve.service.admission import Admission
 from encoder_serve.service.api import build_router
 from encoder_serve.service.apidocs import add_docs_pages
@@ -98,12 +99,14 @@ async def lifespan(app: FastAPI):
         batcher = Batcher(backend.predict, service.metrics, max_batch_size=settings.max_batch_size,
                           max_batch_tokens=settings.max_batch_tokens, max_wait_ms=settings.max_wait_ms,
                           max_queue_size=settings.max_queue_size, max_padding_ratio=settings.max_padding_ratio,
-                          seconds_per_token=seconds_per_token, model_threads=settings.batch_threads)
+                          seconds_per_token=seconds_per_token, model_threads=settings.batch_threads,
+                          on_batch=service.tracing.observe_batch if service.tracing else None)
         batcher.start()
         admission.work_ahead_s = batcher.work_ahead_s
         attention = (await asyncio.to_thread(AttentionBackend, service.package, backend.tokenizer)
                      if service.package.attention_path else None)
-        pipeline = InferencePipeline(backend, batcher, service.metrics, settings.max_queue_delay_ms, attention)
+        pipeline = InferencePipeline(backend, batcher, service.metrics, settings.max_queue_delay_ms, attention,
+                                     service.tracing)
         service.load(pipeline)
         drain_on_signals(service)
         try:
@@ -112,6 +115,8 @@ async def lifespan(app: FastAPI):
             service.drain()
             await batcher.close()
             pipeline.close()
+            if service.tracing is not None:
+                service.tracing.shutdown()
             forget_this_process()
     finally:
         if ops is not None:
@@ -158,7 +163,8 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     app = ServiceApp(title="encoder-serve", summary=f"Text classification with {package.ref}",
                   version=package.version, lifespan=lifespan, telemetry=NO_TELEMETRY, docs_url=None, redoc_url=None)
     app.state.service = Service(settings=settings, package=package, metrics=metrics, registry=registry,
-                                process_root=root)
+                                process_root=root, tracing=tracing.from_environment(
+                                    version(), package.ref, metrics.spans_dropped))
     app.state.admission = Admission(metrics, max_body_bytes=settings.max_body_bytes,
                                     max_concurrent_requests=settings.max_concurrent_requests,
                                     max_queue_delay_ms=settings.max_queue_delay_ms,
@@ -171,5 +177,6 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     add_docs_pages(app)
     document_models(app, request_model, explain_model)
     install_error_handlers(app)
-    app.context = RequestContext(app.routed, metrics, app.state.admission, fast_endpoints(app, routers))
+    app.context = RequestContext(app.routed, metrics, app.state.admission, fast_endpoints(app, routers),
+                                 app.state.service.tracing)
     return app

@@ -47,6 +47,9 @@ from typing import Protocol
 import numpy as np
 
 Predict = Callable[[list[Sequence[int]]], np.ndarray]
+# what a batch reports to tracing: the request contexts it served, its wall-clock start and end (ns), its
+# texts, real tokens and padded tokens
+OnBatch = Callable[[list[object], int, int, int, int, int], None]
 SPEED_WINDOW_S = 2.0  # the model's speed is measured over the batches that finished this recently
 CALIBRATION_TEXTS = 1024  # how many recent waits calibrate the estimate
 CALIBRATE_ABOVE_S = 0.05  # waits estimated shorter than this are noise, not evidence
@@ -92,6 +95,8 @@ class Entry:
     deadline: float  # loop.time()
     enqueued: float = field(default=0.0)  # loop.time()
     expected_wait: float = 0.0  # seconds, as `queue_wait_estimate_s` put it when the text was queued
+    trace: object = None  # the request's sampled span context when tracing is on (what its batch links to)
+    taken: float = 0.0  # loop.time() when a batch took it
 
 
 def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int, max_padding_ratio: float = 1.0) -> list[int]:
@@ -139,7 +144,7 @@ class Batcher:
 
     def __init__(self, predict: Predict, metrics: BatchMetrics, *, max_batch_size: int, max_batch_tokens: int,
                  max_wait_ms: float = 0.0, max_queue_size: int = 1024, max_padding_ratio: float = 1.0,
-                 seconds_per_token: float = 0.0, model_threads: int = 1):
+                 seconds_per_token: float = 0.0, model_threads: int = 1, on_batch: OnBatch | None = None):
         self._predict = predict
         self._metrics = metrics
         self.max_batch_size = max_batch_size
@@ -157,6 +162,7 @@ class Batcher:
         self._in_flight_tokens = 0  # padded tokens handed to the worker and not finished
         self._wakeup = asyncio.Event()
         self.model_threads = model_threads
+        self._on_batch = on_batch
         self._executor = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="model")
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -239,8 +245,13 @@ class Batcher:
         if len(self._queue) + count > self.max_queue_size:
             raise QueueFull(len(self._queue), self.retry_after_s())
 
-    def submit(self, sequences: Sequence[Sequence[int]], deadline: float) -> list[asyncio.Future]:
+    def submit(self, sequences: Sequence[Sequence[int]], deadline: float, trace: object = None
+               ) -> list[asyncio.Future]:
         """Queue one entry per sequence (all or none); each future resolves to that text's output row."""
+        return [entry.future for entry in self.queue(sequences, deadline, trace)]
+
+    def queue(self, sequences: Sequence[Sequence[int]], deadline: float, trace: object = None) -> list[Entry]:
+        """`submit`, returning the entries themselves (their times are what a trace's queue span shows)."""
         if self._closing:
             raise ShuttingDown("the service is shutting down")
         loop = asyncio.get_running_loop()
@@ -249,16 +260,13 @@ class Batcher:
             self._drop_dead(now)  # texts nobody waits for must not cost a live request its place
             if len(self._queue) + len(sequences) > self.max_queue_size:
                 raise QueueFull(len(self._queue), self.retry_after_s())
-        futures = []
         expected = self.queue_wait_estimate_s()
-        for ids in sequences:
-            future = loop.create_future()
-            self._queue.append(Entry(ids, future, deadline, now, expected))
-            self._queued_tokens += len(ids)
-            futures.append(future)
+        entries = [Entry(ids, loop.create_future(), deadline, now, expected, trace) for ids in sequences]
+        self._queue.extend(entries)
+        self._queued_tokens += sum(len(ids) for ids in sequences)
         self._metrics.set_queue_depth(len(self._queue))
         self._wakeup.set()
-        return futures
+        return entries
 
     def cancel(self, futures: Sequence[asyncio.Future]) -> None:
         """The caller gave up (its deadline passed): its texts leave the queue before compute."""
@@ -368,26 +376,29 @@ class Batcher:
             self._metrics.dropped("deadline", len(late))
             batch = [e for e in batch if e.deadline >= finish]
         for entry in batch:
+            entry.taken = now
             self._metrics.observe_queue_wait(now - entry.enqueued)
         self._calibrate([(now - e.enqueued, e.expected_wait) for e in batch])
         return batch
 
-    def _timed_predict(self, sequences: list[Sequence[int]]) -> tuple[np.ndarray, float]:
-        """In the worker thread: the model's own time, not the wait behind the batch before it."""
+    def _timed_predict(self, sequences: list[Sequence[int]]) -> tuple[np.ndarray, float, int]:
+        """In the worker thread: the model's own time, not the wait behind the batch before it, and when the
+        call began (wall clock, ns)."""
         thread = threading.get_ident()
+        began = time.time_ns()
         started = self._running[thread] = time.perf_counter()
         try:
             outputs = self._predict(sequences)
         finally:
             del self._running[thread]
-        return outputs, time.perf_counter() - started
+        return outputs, time.perf_counter() - started, began
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Entry]) -> None:
         sequences = [e.ids for e in batch]
         padded = len(batch) * max(len(s) for s in sequences)
         self._in_flight_tokens += padded
         try:
-            outputs, seconds = await loop.run_in_executor(self._executor, self._timed_predict, sequences)
+            outputs, seconds, began = await loop.run_in_executor(self._executor, self._timed_predict, sequences)
         except Exception as error:  # noqa: BLE001 (a model failure fails its batch, not the scheduler)
             for entry in batch:
                 if not entry.future.done():
@@ -400,6 +411,8 @@ class Batcher:
         self._recent_seconds += seconds
         tokens = sum(len(s) for s in sequences)
         self._metrics.observe_batch(len(batch), tokens, padded, seconds)
+        if self._on_batch is not None:
+            self._on_batch([e.trace for e in batch], began, began + int(seconds * 1e9), len(batch), tokens, padded)
         for entry, row in zip(batch, outputs):
             if not entry.future.done():
                 entry.future.set_result(row)

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+trace_id: ContextVar[str | None] = ContextVar("trace_id", default=None)  # when the request is traced
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,6 +24,9 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None) or request_id.get()
         if rid:
             entry["request_id"] = rid
+        tid = trace_id.get()
+        if tid:
+            entry["trace_id"] = tid
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -22,6 +22,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 PREFIX = "encoder_serve_"
@@ -68,10 +69,14 @@ class ServiceMetrics:
         self.model_info = Gauge(PREFIX + "model_info", "The served model (value 1).",
                                 ["name", "version", "precision"], multiprocess_mode="livemax", **r)
         self.ready = Gauge(PREFIX + "ready", "1 when the worker takes traffic.", multiprocess_mode="livemin", **r)
+        self.spans_dropped = Counter(PREFIX + "spans_dropped_total", "Trace spans not exported: the export queue "
+                                     "was full, or the collector failed.", ["reason"], **r)
         for reason in ("cancelled", "deadline"):
             self.dropped_texts.labels(reason)
         for reason in REJECTED_REASONS:
             self.rejected.labels(reason)
+        for reason in ("queue_full", "export_failed"):
+            self.spans_dropped.labels(reason)
 
     # the batcher's side (batching.BatchMetrics)
     def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None:
@@ -133,14 +138,23 @@ def server_root() -> int:
     return int(os.environ.get("ENCODER_SERVE_ROOT_PID") or os.getpid())
 
 
-def render(registry: CollectorRegistry, process_root: int | None = None) -> tuple[bytes, str]:
-    """The exposition text: this app's registry, or every worker's samples in multiprocess mode, plus the
-    process tree's CPU and memory when `process_root` is given (and /proc exists)."""
+def wants_openmetrics(accept: str | None) -> bool:
+    """The scraper asks for OpenMetrics (Prometheus does by default): the format that carries exemplars."""
+    return "application/openmetrics-text" in (accept or "")
+
+
+def render(registry: CollectorRegistry, process_root: int | None = None, accept: str | None = None
+           ) -> tuple[bytes, str]:
+    """The exposition: this app's registry, or every worker's samples in multiprocess mode, plus the process
+    tree's CPU and memory when `process_root` is given (and /proc exists); OpenMetrics, exemplars included,
+    when the scraper's Accept asks for it (in multiprocess mode prometheus_client keeps no exemplars)."""
     if multiprocess_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         if process_root is not None and Path("/proc").is_dir():
             registry.register(ProcessTreeCollector(process_root))
+    if wants_openmetrics(accept):
+        return openmetrics.generate_latest(registry), openmetrics.CONTENT_TYPE_LATEST
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

@@ -4,8 +4,10 @@ calls it before FastAPI's own middleware; no BaseHTTPMiddleware: it costs a task
 `RequestContext` finds the request's route in the route table, gives it an id (a sane incoming
 X-Request-ID is kept), echoes the id in the response, asks `Admission` whether to take it (a refusal is
 answered here, before the body is read or any handler runs), counts and times it under its route label
-(refusals included), tracks in-flight requests and writes one JSON log line. It also stops a streamed body
-at MAX_BODY_BYTES.
+(refusals included), tracks in-flight requests and writes one JSON log line. With tracing on it opens the
+request's span (a caller's traceparent honoured), makes it current for the spans below it, puts the trace
+id in the log line, the `traceresponse` header and the latency histogram's exemplar. It also stops a
+streamed body at MAX_BODY_BYTES.
 
 Routes marked `fast` in the table (POST /v1/classify, the one that carries the load) are called directly:
 routing through FastAPI (router, exception and exit-stack middleware, the endpoint wrapper, dependency
@@ -29,9 +31,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from encoder_serve.service.admission import Admission
 from encoder_serve.service.http import error_response
-from encoder_serve.service.logs import request_id
+from encoder_serve.service.logs import request_id, trace_id
 from encoder_serve.service.metrics import ServiceMetrics
 from encoder_serve.service.routes import Route, match
+from encoder_serve.service.tracing import Tracing
 
 access_log = logging.getLogger("encoder_serve.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # anything else could forge log lines: replace it
@@ -63,11 +66,12 @@ class FastEndpoint:
 
 class RequestContext:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics, admission: Admission,
-                 fast_endpoints: dict[Route, ASGIApp] | None = None):
+                 fast_endpoints: dict[Route, ASGIApp] | None = None, tracing: Tracing | None = None):
         self.app = app
         self.metrics = metrics
         self.admission = admission
         self.fast_endpoints = fast_endpoints or {}
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,14 +80,21 @@ class RequestContext:
         route, label = match(scope["method"], scope["path"])
         rid = incoming_request_id(scope)
         token = request_id.set(rid)
-        header = (b"x-request-id", rid.encode())
+        headers = [(b"x-request-id", rid.encode())]
+        span = ids = None
+        if self.tracing is not None:
+            span = self.tracing.start_request(scope["method"], label, scope["path"], scope["headers"])
+            ids = self.tracing.ids(span)
+            if ids is not None:  # W3C Trace Context's response header: which trace this answer belongs to
+                headers.append((b"traceresponse", f"00-{ids[0]}-{ids[1]}-01".encode()))
+        trace_token = trace_id.set(ids[0] if ids else None)
         status = 500
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), *headers]
             await send(message)
 
         self.metrics.in_flight.inc()
@@ -96,18 +107,28 @@ class RequestContext:
             else:
                 try:
                     endpoint = self.fast_endpoints.get(route, self.app)
-                    await endpoint(scope, self.limited(receive), send_with_id)
+                    if span is None:
+                        await endpoint(scope, self.limited(receive), send_with_id)
+                    else:
+                        with self.tracing.use(span):
+                            await endpoint(scope, self.limited(receive), send_with_id)
                 finally:
                     self.admission.leave(route)
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
             self.metrics.requests.labels(label, scope["method"], str(status)).inc()
-            self.metrics.request_duration.labels(label).observe(seconds)
+            self.metrics.request_duration.labels(label).observe(seconds, {"trace_id": ids[0]} if ids else None)
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(self.tracing.trace.StatusCode.ERROR)
+                span.end()
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info("request", extra={"fields": {
                     "method": scope["method"], "path": scope["path"], "route": label, "status": status,
                     "duration_ms": round(seconds * 1000, 3)}})
+            trace_id.reset(trace_token)
             request_id.reset(token)
 
     def limited(self, receive: Receive) -> Receive:

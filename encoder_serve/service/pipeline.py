@@ -26,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from encoder_serve.service.backend import AttentionBackend, Explanation, OnnxBackend, Tokenized
-from encoder_serve.service.batching import Batcher, DeadlineExceeded, Overloaded
+from encoder_serve.service.batching import Batcher, DeadlineExceeded, Entry, Overloaded
 from encoder_serve.service.metrics import ServiceMetrics
+from encoder_serve.service.tracing import Tracing
 
 INLINE_TOKENIZE_CHARS = 4096  # below this, a thread hop costs more than tokenizing on the event loop
 
@@ -52,10 +53,11 @@ class NoAttentionGraph(Exception):
 
 class InferencePipeline:
     def __init__(self, backend: OnnxBackend, batcher: Batcher, metrics: ServiceMetrics, max_queue_delay_ms: float = 0,
-                 attention: AttentionBackend | None = None):
+                 attention: AttentionBackend | None = None, tracing: Tracing | None = None):
         self.backend = backend
         self.batcher = batcher
         self.metrics = metrics
+        self.tracing = tracing
         self.max_queue_delay_s = max_queue_delay_ms / 1000
         self.attention = attention
         # explain's own lane: one thread, bounded by admission (MAX_CONCURRENT_EXPLAINS), never the batcher's
@@ -79,6 +81,13 @@ class InferencePipeline:
         if explanation.truncated and not truncate:
             raise InputTooLong(0, self.backend.max_length, field="inputs")
         return explanation
+
+    def trace_queue_wait(self, loop: asyncio.AbstractEventLoop, entries: list[Entry]) -> None:
+        """The request's `queue` span: from queueing its texts until the last of them was taken into a batch."""
+        if all(e.taken for e in entries):
+            to_wall_ns = time.time_ns() - int(loop.time() * 1e9)
+            self.tracing.record_span("queue", int(entries[0].enqueued * 1e9) + to_wall_ns,
+                                     int(max(e.taken for e in entries) * 1e9) + to_wall_ns)
 
     async def tokenize(self, texts: Sequence[str]) -> Tokenized:
         started = time.perf_counter()
@@ -107,19 +116,28 @@ class InferencePipeline:
         """One probability row per text, in input order."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        tracing = self.tracing
         try:
             self.check_queued_work(timeout_s)
             self.batcher.admit(len(texts))
-            tokenized = await self.tokenize(texts)
+            if tracing is None:
+                tokenized = await self.tokenize(texts)
+            else:
+                with tracing.child("tokenize", **{"encoder_serve.texts": len(texts)}):
+                    tokenized = await self.tokenize(texts)
             if not truncate and tokenized.truncated:
                 raise InputTooLong(tokenized.truncated[0], self.backend.max_length)
-            futures = self.batcher.submit(tokenized.ids, deadline)
+            context = tracing.current_context() if tracing is not None else None
+            entries = self.batcher.queue(tokenized.ids, deadline, context)
+            futures = [entry.future for entry in entries]
         except Overloaded as refused:
             self.metrics.rejected.labels(refused.reason).inc()
             raise
         # one text (the common request) waits on its own future: a gather would cost a task per request
         results = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
         done, _ = await asyncio.wait({results}, timeout=max(0.0, deadline - loop.time()))
+        if context is not None:
+            self.trace_queue_wait(loop, entries)
         if done:
             try:
                 return [results.result()] if len(futures) == 1 else results.result()

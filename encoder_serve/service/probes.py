@@ -90,13 +90,14 @@ class OpsServer:
     """The operations port: a threaded HTTP server that answers without the event loop."""
 
     def __init__(self, host: str, port: int, health: Health, model: str,
-                 metrics: Callable[[], tuple[bytes, str]]):
-        routes: dict[str, Callable[[], tuple[int, bytes, str]]] = {
-            "/healthz": lambda: as_json(*liveness_body(health)),
-            "/readyz": lambda: as_json(*readiness_body(health, model)),
-            "/v2/health/live": lambda: as_json(200 if health.live()[0] else 503, {"live": health.live()[0]}),
-            "/v2/health/ready": lambda: as_json(200 if health.ready()[0] else 503, {"ready": health.ready()[0]}),
-            "/metrics": lambda: (200, *metrics()),
+                 metrics: Callable[[str | None], tuple[bytes, str]]):
+        routes: dict[str, Callable[[str | None], tuple[int, bytes, str]]] = {
+            "/healthz": lambda accept: as_json(*liveness_body(health)),
+            "/readyz": lambda accept: as_json(*readiness_body(health, model)),
+            "/v2/health/live": lambda accept: as_json(200 if health.live()[0] else 503, {"live": health.live()[0]}),
+            "/v2/health/ready": lambda accept: as_json(200 if health.ready()[0] else 503,
+                                                       {"ready": health.ready()[0]}),
+            "/metrics": lambda accept: (200, *metrics(accept)),
         }
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,7 +107,7 @@ class OpsServer:
 
             def do_GET(self) -> None:
                 answer = routes.get(self.path.partition("?")[0])
-                status, body, content_type = answer() if answer else as_json(404, error(
+                status, body, content_type = answer(self.headers.get("accept")) if answer else as_json(404, error(
                     f"{self.path} is not an operations route (have {sorted(routes)})"))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)

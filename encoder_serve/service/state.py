@@ -11,6 +11,7 @@ from encoder_serve.service.metrics import ServiceMetrics, render
 from encoder_serve.service.pipeline import InferencePipeline
 from encoder_serve.service.probes import Health
 from encoder_serve.service.settings import Settings
+from encoder_serve.service.tracing import Tracing
 
 
 @dataclass(eq=False)
@@ -21,6 +22,7 @@ class Service:
     registry: CollectorRegistry
     process_root: int | None = None  # the server's top process, for its CPU and memory metrics
     health: Health = field(default_factory=Health)
+    tracing: Tracing | None = None  # OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set
     pipeline: InferencePipeline | None = None  # set once the model is loaded and warmed up
 
     @property
@@ -47,6 +49,6 @@ class Service:
         if self.pipeline is not None:
             self.pipeline.batcher.drain()
 
-    def exposition(self) -> tuple[bytes, str]:
-        """The /metrics body and its content type (callable from any thread)."""
-        return render(self.registry, self.process_root)
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The /metrics body and its content type, OpenMetrics when `accept` asks (callable from any thread)."""
+        return render(self.registry, self.process_root, accept)

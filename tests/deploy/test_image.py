@@ -41,11 +41,12 @@ def test_runtime_stage_installs_nothing_but_copies_the_serving_venv():
     build, runtime = stages()[0], stages()[-1]
     assert len(stages()) >= 2
     install = " ".join(line for line in build if line.startswith("RUN"))
-    assert '".[serve]"' in install, "the build stage must install the package with the serve extra only"
+    assert '".[serve,otel]"' in install, "the build stage installs the serve and otel extras, nothing else"
     assert not any(line.startswith("RUN") and ("pip" in line or "apt" in line) for line in runtime)
     assert any(line.startswith("COPY --from=") and "/opt/venv" in line for line in runtime)
-    serve = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
-    assert not [d for d in serve if re.match(r"(torch|transformers|onnx\b|onnxscript)", d)], serve
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for name in ("serve", "otel"):
+        assert not [d for d in extras[name] if re.match(r"(torch|transformers|onnx\b|onnxscript)", d)], name
 
 
 def test_runtime_stage_is_unprivileged_exposes_both_ports_and_checks_healthz_on_the_operations_port():

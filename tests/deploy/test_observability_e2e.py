@@ -35,6 +35,7 @@ from tests.deploy.deploy_config import (
     split_threshold,
     tool,
 )
+from tests.otlp import Receiver
 
 JOB = "encoder-serve"
 POD = {"namespace": "e2e", "pod": "encoder-serve-0"}  # what a ServiceMonitor's relabelling adds on Kubernetes
@@ -43,11 +44,17 @@ TEXTS = ["i feel wonderful today", "this is so frustrating", "i am scared of tom
 
 
 @pytest.fixture(scope="module")
-def service(service_package, tmp_path_factory):
+def receiver():
+    with Receiver() as otlp:
+        yield otlp
+
+
+@pytest.fixture(scope="module")
+def service(service_package, receiver, tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    # metrics through a multiprocess directory, as the Kubernetes Deployment configures them
+    # traced, so the latency histogram carries exemplars for Prometheus to store
     env = {"MAX_INPUTS_PER_REQUEST": "16", "MAX_QUEUE_SIZE": "16", "MAX_BATCH_SIZE": "16",
-           "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics")}
+           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
     log = work / "service.log"
     with LiveServer(service_package, env=env, log_path=log) as server:
         yield server
@@ -76,7 +83,8 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def prometheus(service, tmp_path_factory):
-    """Prometheus 2 from the shipped compose config, pointed at the live service, 1 s scrape and rules."""
+    """Prometheus 2 from the shipped compose config, pointed at the live service, 1 s scrape and rules, storing
+    exemplars (as compose runs it)."""
     work = tmp_path_factory.mktemp("prometheus")
     config = load_yaml(COMPOSE_PROMETHEUS)
     config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
@@ -89,7 +97,8 @@ def prometheus(service, tmp_path_factory):
     with open(work / "prometheus.log", "wb") as log:
         process = subprocess.Popen([tool("prometheus"), f"--config.file={work / 'prometheus.yml'}",
                                     f"--storage.tsdb.path={work / 'data'}",
-                                    f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
+                                    f"--web.listen-address=127.0.0.1:{port}",
+                                    "--enable-feature=exemplar-storage"], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -193,3 +202,22 @@ def test_adapter_rule_gives_the_hpa_a_queue_depth_per_pod(prometheus, traffic):
 def test_prometheus_scrapes_the_service_while_traffic_flows(prometheus, traffic):
     assert prometheus.finite(f'up{{job="{JOB}"}} == 1') == [1.0]
     assert prometheus.finite(f"rate(encoder_serve_texts_total[{RATE_INTERVAL}]) > 0")
+
+
+def test_the_latency_panel_jumps_to_traces_through_exemplars(prometheus, traffic, receiver):
+    panel = next(p for p in dashboard()["panels"] if p["title"] == "Request latency")
+    assert all(target.get("exemplar") is True for target in panel["targets"])
+    selector = 'encoder_serve_request_duration_seconds_bucket{route="/v1/classify"}'
+    now = time.time()
+    deadline = time.monotonic() + 30
+    while True:
+        r = httpx.get(prometheus.url + "/api/v1/query_exemplars",
+                      params={"query": selector, "start": now - 600, "end": now + 60}, timeout=10).json()
+        exemplars = [e for series in r["data"] for e in series["exemplars"]]
+        if exemplars or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    trace_ids = {e["labels"]["trace_id"] for e in exemplars}
+    assert trace_ids, "Prometheus stored no exemplar for the latency histogram"
+    exported = {s.trace_id for s in receiver.wait_for(lambda spans: bool(trace_ids & {s.trace_id for s in spans}))}
+    assert trace_ids & exported  # an exemplar leads to a trace the collector has

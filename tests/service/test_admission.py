@@ -121,7 +121,7 @@ def test_liveness_means_the_process_can_still_serve():
 
 def test_the_operations_server_answers_from_its_own_thread():
     health = Health()
-    ops = OpsServer("127.0.0.1", free_port(), health, "emotion@1", lambda: (b"x_total 1.0\n", "text/plain")).start()
+    ops = OpsServer("127.0.0.1", free_port(), health, "emotion@1", lambda accept: (b"x_total 1.0\n", "text/plain")).start()
     url = f"http://127.0.0.1:{ops.port}"
     try:
         assert httpx.get(url + "/healthz").json() == {"status": "ok"}
