@@ -1,20 +1,22 @@
-"""The performance goals of issue 6, each a ratio of two numbers measured in the same run.
+"""The performance goals, each a ratio of two numbers measured in the same run, on the whole machine.
 
-    saturation  encoder-serve's best throughput >= 0.9 x the in-process limit
-    batching    encoder-serve >= 3 x itself with batching off, at every concurrency >= 64
-    naive       encoder-serve's best throughput >= 10 x the naive baseline's best
-    latency     encoder-serve's p50 at concurrency 1 <= the in-process single-text latency + 2 ms
+    saturation    the service with its defaults, one text per request: best throughput >= 0.8 x the limit
+    saturation_8  the same with 8 texts per request: >= 0.95 x the limit
+    latency       the service's p50 at one connection <= the in-process single-text p50 + 1 ms
 
+The limit is ONNX Runtime in-process on every server core (one session, as many intra-op threads), at its
+best batch size, grouped by length, tokenization included. Also reported, as comparisons rather than goals:
+the service against itself with batching off, and against the naive FastAPI + PyTorch baseline.
 Goals are checked per precision; one that lacks a measurement (a run skipped) is reported as such.
 """
 
 from __future__ import annotations
 
-SATURATION_RATIO = 0.9
-BATCHING_RATIO = 3.0
+SATURATION_RATIO = 0.8
+SATURATION_8_RATIO = 0.95
+LATENCY_SLACK_MS = 1.0
+MULTI_TEXTS = 8
 BATCHING_MIN_CONCURRENCY = 64
-NAIVE_RATIO = 10.0
-LATENCY_SLACK_MS = 2.0
 
 
 def best_throughput(run: dict) -> float:
@@ -23,15 +25,17 @@ def best_throughput(run: dict) -> float:
 
 def batching_ceiling(limit: dict) -> float:
     """What batching can buy at most on this model and hardware: best batch size over batch size 1,
-    in-process. If this is below the goal, no server can meet it."""
+    in-process."""
     single = next(r for r in limit["sweep"] if r["batch_size"] == 1)
     return limit["texts_per_s"] / single["texts_per_s"]
 
 
-def find_run(runs: list[dict], kind: str, precision: str | None = None, batching: bool | None = None):
+def find_run(runs: list[dict], kind: str, precision: str | None = None, batching: bool | None = None,
+             texts_per_request: int | None = None):
     for run in runs:
         if run["kind"] == kind and (precision is None or run["precision"] == precision) and (
-                batching is None or run["batching"] == batching):
+                batching is None or run["batching"] == batching) and (
+                texts_per_request is None or run.get("texts_per_request", 1) == texts_per_request):
             return run
     return None
 
@@ -42,7 +46,40 @@ def goal(precision: str, name: str, target: str, measured: float | None, passed:
             "pass": passed, "detail": detail}
 
 
+def saturation(precision: str, name: str, ratio_goal: float, run: dict | None, limit: dict) -> dict:
+    if run is None:
+        return goal(precision, name, f">= {ratio_goal} x in-process limit", None, None, "not measured")
+    best = best_throughput(run)
+    ratio = best / limit["texts_per_s"]
+    busiest = max(run["points"], key=lambda p: p["throughput"])
+    return goal(precision, name, f">= {ratio_goal} x in-process limit", ratio, ratio >= ratio_goal,
+                f"{best:,.0f} / {limit['texts_per_s']:,.0f} texts/s at c={busiest['concurrency']} "
+                f"(limit at batch size {limit['best_batch_size']}"
+                f"{', grouped by length' if limit.get('best_order') == 'length' else ''}); CPU per text "
+                f"{busiest['server_cpu_ms_per_request']:.2f} ms served vs {limit['cpu_ms_per_text']:.2f} ms in-process")
+
+
 def evaluate(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
+    results = []
+    for precision, limit in limits.items():
+        service = find_run(runs, "service", precision, batching=True)
+        if service is None:
+            continue
+        results.append(saturation(precision, "saturation", SATURATION_RATIO, service, limit))
+        results.append(saturation(precision, f"saturation, {MULTI_TEXTS} texts/request", SATURATION_8_RATIO,
+                                  find_run(runs, "service-multi", precision, texts_per_request=MULTI_TEXTS), limit))
+        single = next((p for p in service["points"] if p["concurrency"] == 1), None)
+        if single is not None:
+            excess = single["p50_ms"] - limit["single_text_p50_ms"]
+            results.append(goal(precision, "latency", f"p50 at c=1 <= in-process + {LATENCY_SLACK_MS:g} ms",
+                                excess, excess <= LATENCY_SLACK_MS,
+                                f"p50 {single['p50_ms']:.2f} ms vs in-process "
+                                f"{limit['single_text_p50_ms']:.2f} ms: {excess:+.2f} ms"))
+    return results
+
+
+def comparisons(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
+    """Ratios worth knowing that are not goals: batching on vs off, the service vs the naive baseline."""
     results = []
     naive = find_run(runs, "naive")
     for precision, limit in limits.items():
@@ -50,41 +87,17 @@ def evaluate(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
         if service is None:
             continue
         best = best_throughput(service)
-        ratio = best / limit["texts_per_s"]
-        busiest = max(service["points"], key=lambda p: p["throughput"])
-        results.append(goal(precision, "saturation", f">= {SATURATION_RATIO} x in-process limit", ratio,
-                            ratio >= SATURATION_RATIO,
-                            f"{best:,.0f} / {limit['texts_per_s']:,.0f} texts/s "
-                            f"(limit at batch size {limit['best_batch_size']}"
-                            f"{', grouped by length' if limit.get('best_order') == 'length' else ''}); CPU per text "
-                            f"{busiest['server_cpu_ms_per_request']:.2f} ms served vs "
-                            f"{limit['cpu_ms_per_text']:.2f} ms in-process"))
-
         off = find_run(runs, "service", precision, batching=False)
         if off is not None:
             by_c = {p["concurrency"]: p["throughput"] for p in off["points"]}
             ratios = {p["concurrency"]: p["throughput"] / by_c[p["concurrency"]] for p in service["points"]
                       if p["concurrency"] >= BATCHING_MIN_CONCURRENCY and by_c.get(p["concurrency"])}
-            worst = min(ratios.values()) if ratios else None
-            results.append(goal(precision, "batching", f">= {BATCHING_RATIO:g} x batching off at c >= "
-                                f"{BATCHING_MIN_CONCURRENCY}", worst,
-                                None if worst is None else worst >= BATCHING_RATIO,
-                                (", ".join(f"c={c}: {r:.2f}x" for c, r in sorted(ratios.items()))
-                                 or "no concurrency >= 64 measured")
-                                + f"; in-process ceiling {batching_ceiling(limit):.2f}x"))
-
+            if ratios:
+                results.append(goal(precision, "batching on vs off", f"c >= {BATCHING_MIN_CONCURRENCY}",
+                                    min(ratios.values()), None,
+                                    ", ".join(f"c={c}: {r:.2f}x" for c, r in sorted(ratios.items()))
+                                    + f"; in-process, best batch over batch 1: {batching_ceiling(limit):.2f}x"))
         if naive is not None:
-            ratio = best / best_throughput(naive)
-            results.append(goal(precision, "naive", f">= {NAIVE_RATIO:g} x naive baseline", ratio,
-                                ratio >= NAIVE_RATIO,
-                                f"{best:,.0f} / {best_throughput(naive):,.0f} texts/s; in-process ceiling "
-                                f"{limit['texts_per_s'] / best_throughput(naive):.2f}x"))
-
-        single = next((p for p in service["points"] if p["concurrency"] == 1), None)
-        if single is not None:
-            excess = single["p50_ms"] - limit["single_text_p50_ms"]
-            results.append(goal(precision, "latency", f"p50 at c=1 <= in-process + {LATENCY_SLACK_MS:g} ms",
-                                excess, excess <= LATENCY_SLACK_MS,
-                                f"p50 {single['p50_ms']:.2f} ms vs in-process "
-                                f"{limit['single_text_p50_ms']:.2f} ms: +{excess:.2f} ms"))
+            results.append(goal(precision, "vs naive baseline", "best throughput", best / best_throughput(naive),
+                                None, f"{best:,.0f} / {best_throughput(naive):,.0f} texts/s"))
     return results

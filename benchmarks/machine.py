@@ -1,12 +1,10 @@
 """What ran where: machine description, the core split between server and client, CPU accounting.
 
-By default the server gets every core and its compute threads (ONNX Runtime intra-op, torch) one fewer than
-the cores: the model has cores of its own, as in any serving system whose HTTP front end runs on other
-threads than its backend (TEI's router, Triton's HTTP threads), and the event loop (HTTP, JSON,
-tokenization) runs on the last core, which it shares with wrk pinned there (wrk costs a few percent of
-that core; every point records it). The limit and the naive baseline get the same cores and the same
-compute threads. On one core everything shares it. --server-cpus/--client-cpus/--threads override it;
-`--server-cpus 0 --client-cpus 1` is the stricter split where HTTP competes with the model for one core.
+By default the whole machine serves, as a user runs it: the server gets every core, the in-process limit
+and the naive baseline one compute thread (ONNX Runtime intra-op, torch) per core, and encoder-serve its
+own defaults. wrk runs on the last core, which it shares (wrk costs a few percent of that core; every
+point records it). --server-cpus/--client-cpus/--threads override it; `--server-cpus 0 --client-cpus 1`
+is the stricter split where the client has a core of its own.
 """
 
 from __future__ import annotations
@@ -45,9 +43,7 @@ class CoreSplit:
     @classmethod
     def default(cls) -> CoreSplit:
         cpus = tuple(sorted(os.sched_getaffinity(0)))
-        if len(cpus) < 2:
-            return cls(server=cpus, client=cpus)
-        return cls(server=cpus, client=cpus[-1:], compute_threads=len(cpus) - 1)
+        return cls(server=cpus, client=cpus[-1:], compute_threads=len(cpus))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CoreSplit:

@@ -45,6 +45,13 @@ def goals_table(goals: list[dict]) -> list[str]:
     return lines
 
 
+def comparisons_table(comparisons: list[dict]) -> list[str]:
+    lines = ["| precision | comparison | measured | detail |", "| --- | --- | --- | --- |"]
+    lines += [f"| {c['precision']} | {c['goal']} ({c['target']}) | {c['measured']:.2f}x | {c['detail']} |"
+              for c in comparisons]
+    return lines
+
+
 def limits_table(limits: dict[str, dict]) -> list[str]:
     """One row per precision and batch order (arrival order, or grouped by length); the limit in bold."""
     sizes = sorted({r["batch_size"] for limit in limits.values() for r in limit["sweep"]})
@@ -59,27 +66,6 @@ def limits_table(limits: dict[str, dict]) -> list[str]:
                      if best and b == limit["best_batch_size"] else f"{rows[b]['texts_per_s']:,.0f}" for b in sizes]
             lines.append(f"| {precision} | {ORDER_NAMES.get(order, order)} | " + " | ".join(cells)
                          + f" | {limit['single_text_p50_ms']:.2f} ms | {limit['cpu_ms_per_text']:.2f} |")
-    return lines
-
-
-def whole_machine_note(results: dict) -> list[str]:
-    """The limit with ONNX Runtime on every server core: not a goal (the service gives the model fewer
-    threads and the event loop the rest), but what a reader needs to see what the split costs."""
-    whole = results.get("limits_all_cores") or {}
-    if not whole:
-        return []
-    threads = next(iter(whole.values()))["threads"]
-    parts = [f"{precision} {w['texts_per_s']:,.0f} texts/s (batch {w['best_batch_size']}, "
-             f"{ORDER_NAMES.get(w['best_order'], w['best_order'])})" for precision, w in whole.items()]
-    lines = [(f"For reference, ONNX Runtime with {threads} threads on all {len(results['machine']['server_cpus'])} "
-              f"server cores: {'; '.join(parts)}. The goals compare with the service's own compute thread count "
-              f"({results['settings']['threads']}), since the service keeps a core for its event loop."), ""]
-    for run in results["runs"]:
-        if run["kind"] == "service-all-cores" and run["precision"] in whole:
-            best = max(p["throughput"] for p in run["points"])
-            limit = whole[run["precision"]]["texts_per_s"]
-            lines += [(f"Served with {threads} threads too (`{run['name']}`), HTTP sharing the model's cores: "
-                      f"{best:,.0f} texts/s, {best / limit:.2f} x that limit ({limit:,.0f})."), ""]
     return lines
 
 
@@ -101,14 +87,15 @@ def write_markdown(results: dict, path: Path) -> Path:
         "# encoder-serve benchmark results", "",
         f"Measured {machine_line(results)}.", "",
         *busy_warning(results),
-        f"Package `{results['package']['ref']}` ({results['package']['size']}), {s['threads']} compute "
-        f"thread(s) for every contender; closed-loop wrk clients, one text per request sampled from the "
-        f"emotion test split, {s['duration_s']} s per point after {s['warmup_s']} s of warm-up"
+        f"Package `{results['package']['ref']}` ({results['package']['size']}). encoder-serve with its default "
+        f"settings; the in-process limit and the naive baseline with {s['threads']} compute thread(s). "
+        f"Closed-loop wrk clients, texts sampled from the emotion test split (one per request unless the "
+        f"contender says otherwise), {s['duration_s']} s per point after {s['warmup_s']} s of warm-up"
         + (" (quick smoke run: short and noisy)" if s["quick"] else "") + ".", "",
         "## Goals", "", *goals_table(results["goals"]), "",
+        "## Comparisons", "", *comparisons_table(results.get("comparisons", [])), "",
         "## The limit: ONNX Runtime in-process (texts/s, tokenization included)", "",
         *limits_table(results["limits"]), "",
-        *whole_machine_note(results),
         "## Over HTTP", "", *runs_table(results["runs"]), "",
         *[f"Skipped: {why}" for why in results.get("skipped", [])], "",
         "![throughput against latency](throughput_latency.png)", "",
@@ -118,29 +105,33 @@ def write_markdown(results: dict, path: Path) -> Path:
 
 
 def plot(results: dict, path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharex=True)
+    """Throughput against p50 and p99 latency, one line per contender; the concurrency of each line's first
+    and last point labelled beside it; the legend below the axes, off the data."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6), sharex=True)
     for ax, key, title in ((axes[0], "p50_ms", "p50 latency"), (axes[1], "p99_ms", "p99 latency")):
         for run in results["runs"]:
             xs = [p["throughput"] for p in run["points"]]
             ys = [p[key] for p in run["points"]]
-            (line,) = ax.plot(xs, ys, marker="o", label=run["name"])
-            for p, x, y in zip(run["points"], xs, ys, strict=True):
-                ax.annotate(str(p["concurrency"]), (x, y), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7, color=line.get_color())
+            (line,) = ax.plot(xs, ys, marker="o", markersize=4, label=run["name"])
+            for i in {0, len(xs) - 1}:
+                ax.annotate(f"c={run['points'][i]['concurrency']}", (xs[i], ys[i]), textcoords="offset points",
+                            xytext=(5, -3 if i == 0 else 3), fontsize=7, color=line.get_color())
         for precision, limit in results["limits"].items():
             ax.axvline(limit["texts_per_s"], linestyle="--", linewidth=1, color="grey")
-            ax.text(limit["texts_per_s"], 0.02, f"in-process limit, {precision}", rotation=90, fontsize=7,
-                    color="grey", va="bottom", ha="right", transform=ax.get_xaxis_transform())
+            ax.text(limit["texts_per_s"], 0.98, f"in-process limit, {precision} ", rotation=90, fontsize=7,
+                    color="grey", va="top", ha="right", transform=ax.get_xaxis_transform())
         ax.set_yscale("log")
-        ax.set_xlabel("throughput (texts/s; one text per request unless the legend says otherwise)")
+        ax.set_xlim(left=0)
+        ax.set_xlabel("throughput (texts/s)")
         ax.set_ylabel(f"{title} (ms, log scale)")
-        ax.set_title(f"{title} as concurrency grows (labels: concurrent clients)")
+        ax.set_title(f"{title} as concurrency grows")
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     m = results["machine"]
     fig.suptitle(f"{results['package']['ref']} ({results['package']['size']}), {m['date']}, {m['cpu_model']}, "
                  f"server on CPU {_cpus(m['server_cpus'])}, wrk on CPU {_cpus(m['client_cpus'])}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

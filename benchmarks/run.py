@@ -1,17 +1,15 @@
 """`python -m benchmarks.run` (= `make bench`): every contender measured side by side in one run.
 
 1. The limit: ONNX Runtime in-process on the server cores, per precision, at every batch size, with
-   batches in arrival order and grouped by length, with the service's compute threads (and, for
-   reference only, with one thread per server core, when that is more).
-2. Over HTTP, one text per request, closed-loop wrk clients at each concurrency: encoder-serve with
-   batching (fp32, int8), encoder-serve with batching off (MAX_BATCH_SIZE=1), the naive baseline; and
-   encoder-serve with 16 texts per request (outside the goals: HTTP's per-request cost amortized).
-   When the service's compute threads leave a core to the event loop, the first precision is also served
-   with one thread per server core (outside the goals: what the whole machine gives, against the
-   reference limit with as many threads).
-3. The goals (benchmarks.goals) from those numbers; results.json, results.md and throughput_latency.png.
+   batches in arrival order and grouped by length, with one intra-op thread per server core.
+2. Over HTTP, closed-loop wrk clients at each concurrency: encoder-serve as `make serve` runs it (its
+   default settings: MODEL_THREADS batches at once on one ONNX Runtime thread each), per precision, with one
+   text per request and with 8; encoder-serve with batching off (MAX_BATCH_SIZE=1); the naive baseline
+   (FastAPI + PyTorch, one thread per server core).
+3. The goals and comparisons (benchmarks.goals) from those numbers; results.json, results.md and
+   throughput_latency.png.
 
-The default run takes about 13 minutes; --quick is a 1-2 minute smoke run written to results/quick/.
+The default run takes about 12 minutes; --quick is a 1-2 minute smoke run written to results/quick/.
 """
 
 from __future__ import annotations
@@ -85,9 +83,10 @@ def levels(concurrency: tuple[int, ...], texts_per_request: int) -> list[int]:
 
 
 def contenders(package: ModelPackage, precisions: list[str], checkpoint: Path | None, threads: int,
-               batching_off: list[str], texts_per_request: int = 0, all_threads: int = 0) -> list[Contender]:
-    base = {"MODEL_DIR": str(package.path), "ORT_INTRA_OP_THREADS": str(threads), "WORKERS": "1",
-            "LOG_LEVEL": "warning", "API_KEY": ""}
+               batching_off: list[str], texts_per_request: int = 0) -> list[Contender]:
+    # the service's own defaults for its threads, as `make serve` runs it
+    base = {"MODEL_DIR": str(package.path), "WORKERS": "1", "LOG_LEVEL": "warning", "API_KEY": "",
+            "MODEL_THREADS": "", "ORT_INTRA_OP_THREADS": ""}
     out = []
     for precision in precisions:
         env = {**base, "PRECISION": precision}
@@ -95,14 +94,10 @@ def contenders(package: ModelPackage, precisions: list[str], checkpoint: Path | 
         if precision in batching_off:
             out.append(Contender(f"encoder-serve {precision}, batching off", "encoder_serve.service",
                                  {**env, "MAX_BATCH_SIZE": "1"}, precision, batching=False))
-        if texts_per_request > 1 and precision == precisions[0]:
+        if texts_per_request > 1:
             out.append(Contender(f"encoder-serve {precision}, {texts_per_request} texts/request",
                                  "encoder_serve.service", env, precision, kind="service-multi",
                                  texts_per_request=texts_per_request))
-        if all_threads > threads and precision == precisions[0]:
-            out.append(Contender(f"encoder-serve {precision}, {all_threads} threads", "encoder_serve.service",
-                                 {**env, "ORT_INTRA_OP_THREADS": str(all_threads)}, precision,
-                                 kind="service-all-cores"))
     if checkpoint is not None:
         out.append(Contender("naive FastAPI + PyTorch", "benchmarks.naive_app",
                              {"CHECKPOINT_DIR": str(checkpoint), "TORCH_THREADS": str(threads)},
@@ -132,9 +127,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batching-off", default="fp32,int8",
                         help="precisions also measured with MAX_BATCH_SIZE=1 (default: all)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
-    parser.add_argument("--texts-per-request", type=int, default=16,
-                        help="also measure the first precision with this many texts per request, to show the "
-                             "service without most of its per-request HTTP cost (0: skip; default 16)")
+    parser.add_argument("--texts-per-request", type=int, default=goals.MULTI_TEXTS,
+                        help="also measure every precision with this many texts per request (a goal at 8; "
+                             "0: skip)")
     add_core_arguments(parser)
     return parser.parse_args(argv)
 
@@ -168,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                "settings": {**mode, "quick": args.quick, "threads": split.threads,
                             "loadgen": "wrk, closed loop, one text per request unless the contender says otherwise "
                                        "(benchmarks/wrk_rotate.lua)"},
-               "limits": {}, "limits_all_cores": {}, "runs": [], "skipped": skipped}
+               "limits": {}, "runs": [], "skipped": skipped}
     log(f"machine: {report.machine_line(results)}")
     for why in skipped:
         log(f"skipped: {why}")
@@ -179,18 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"limit {precision}: {limit['texts_per_s']:,.0f} texts/s at batch {limit['best_batch_size']} "
             f"({limit['best_order']} order), "
             f"single text {limit['single_text_p50_ms']:.2f} ms")
-        if split.threads < len(split.server):  # for reference only: ONNX Runtime given every server core
-            whole = measure_limit(package, precision, split, mode["limit_s"], args.data, len(split.server))
-            results["limits_all_cores"][precision] = whole
-            log(f"  for reference, with {len(split.server)} threads: {whole['texts_per_s']:,.0f} texts/s at batch "
-                f"{whole['best_batch_size']} ({whole['best_order']} order)")
 
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         texts = load_texts(args.data)
         for contender in contenders(package, precisions, checkpoint, split.threads,
-                                    args.batching_off.split(","), args.texts_per_request,
-                                    len(split.server) if results["limits_all_cores"] else 0):
+                                    args.batching_off.split(","), args.texts_per_request):
             bodies = write_bodies(texts, Path(tmp) / f"bodies-{contender.texts_per_request}.txt",
                                   contender.texts_per_request)
             run = {"name": contender.name, "kind": contender.kind, "precision": contender.precision,
@@ -213,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["runs"].append(run)
 
     results["goals"] = goals.evaluate(results["limits"], results["runs"])
+    results["comparisons"] = goals.comparisons(results["limits"], results["runs"])
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     report.write_markdown(results, out / "results.md")
     report.plot(results, out / "throughput_latency.png")

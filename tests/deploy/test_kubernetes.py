@@ -108,12 +108,12 @@ def cpus(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
-def test_onnx_runtime_threads_follow_the_cpu_limit(overlay):
+def test_model_threads_follow_the_cpu_limit(overlay):
     _, resources = overlay
     c = container(resources)
     assert c["resources"]["requests"].keys() >= {"cpu", "memory"}
     assert c["resources"]["limits"].keys() >= {"cpu", "memory"}
-    threads = next(e for e in c["env"] if e["name"] == "ORT_INTRA_OP_THREADS")
+    threads = next(e for e in c["env"] if e["name"] == "MODEL_THREADS")
     ref = threads["valueFrom"]["resourceFieldRef"]
     assert (ref["resource"], ref["containerName"], str(ref["divisor"])) == ("limits.cpu", c["name"], "1")
     # Kubernetes rounds the limit up to whole CPUs; one worker then gets all of them
@@ -131,12 +131,10 @@ def test_container_runs_unprivileged_on_a_read_only_root(overlay):
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
-    # the only writable paths are emptyDirs: /tmp and the Prometheus multiprocess directory
+    # the only writable path is an emptyDir at /tmp (where the launcher keeps multiprocess metrics)
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"]}
-    multiproc = next(e["value"] for e in c["env"] if e["name"] == "PROMETHEUS_MULTIPROC_DIR")
-    assert {"/tmp", multiproc} <= mounts.keys()
-    assert all("emptyDir" in v for v in mounts.values())
+    assert mounts.keys() == {"/tmp"} and all("emptyDir" in v for v in mounts.values())
 
 
 def test_grace_period_covers_the_prestop_sleep_and_the_longest_request(overlay):

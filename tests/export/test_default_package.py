@@ -13,8 +13,6 @@ from encoder_serve.package import load_package
 from encoder_serve.tokenization import load_tokenizer
 
 DEFAULT_PACKAGE = Path(__file__).resolve().parents[2] / "models" / "emotion"
-pytestmark = pytest.mark.skipif(not (DEFAULT_PACKAGE / "manifest.json").is_file(),
-                                reason=f"no default package at {DEFAULT_PACKAGE} yet (built by `make model`)")
 
 CLEAR = {
     "i feel so sad and lonely since my best friend moved away": "sadness",
