@@ -1,12 +1,12 @@
 """What /v1/explain costs: its latency next to /v1/classify's, and what it takes from classification under load.
 
-    python -m benchmarks.explain_cost --package PKG                   # full: about 3 minutes
-    python -m benchmarks.explain_cost --package PKG --quick           # smoke: about 40 s
+    python -m benchmarks.explain_cost --package PKG                   # full: about 2 minutes
+    python -m benchmarks.explain_cost --package PKG --quick           # smoke: about 20 s
     python -m benchmarks.explain_cost --package PKG --out DIR --seconds 30 --requests 500
 
 The package needs its attention graph (`encoder-serve export` builds one unless --no-attention). One
-service (benchmarks.servers' pinning: every core for the server, wrk and this script on the last one) is
-measured in two parts:
+service, pinned as benchmarks.run pins it (every core for the server, wrk and this script's clients on the
+last one; --server-cpus and --client-cpus change that), is measured in two parts:
 
 1. Latency. One client, keep-alive, no other load: for each of N emotion test texts (typical tweets, in the
    benchmarks' fixed shuffled order) it sends /v1/classify, /v1/explain, and /v1/explain with the query-key
@@ -232,7 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                             "explain always runs the fp32 attention graph)")
     parser.add_argument("--out", help="results directory (default benchmarks/results/explain, or "
                                       "benchmarks/results/tmp/explain with --quick)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of about 40 s")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about 20 s")
     parser.add_argument("--requests", type=int, help="texts in the latency part (each sent three ways)")
     parser.add_argument("--seconds", type=int, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, help="alone / with-explain pairs (default 2)")
