@@ -39,6 +39,7 @@ from encoder_serve.service.metrics import (
 )
 from encoder_serve.service.middleware import FastEndpoint, RequestContext
 from encoder_serve.service.pipeline import InferencePipeline
+from encoder_serve.service.playground import add_playground
 from encoder_serve.service.probes import OpsServer
 from encoder_serve.service.schemas import classify_request_model, explain_request_model
 from encoder_serve.service.settings import Settings, load_settings
@@ -175,6 +176,8 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     for router in routers:
         app.include_router(router)
     add_docs_pages(app)
+    if settings.playground:
+        add_playground(app)
     document_models(app, request_model, explain_model)
     install_error_handlers(app)
     app.context = RequestContext(app.routed, metrics, app.state.admission, fast_endpoints(app, routers),

@@ -56,12 +56,14 @@ OPENAPI = Route("GET", "/openapi.json", Kind.PAGE)
 DOCS = Route("GET", "/docs", Kind.PAGE)
 DOCS_OAUTH = Route("GET", "/docs/oauth2-redirect", Kind.PAGE)
 DOCS_ASSETS = Route("GET", "/docs/assets/{path}", Kind.PAGE, prefix=True)
+PLAYGROUND = Route("GET", "/", Kind.PAGE)
+PLAYGROUND_ASSETS = Route("GET", "/playground/{path}", Kind.PAGE, prefix=True)
 
 ROUTES: tuple[Route, ...] = (
     CLASSIFY, EXPLAIN, MODELS, HEALTHZ, READYZ, METRICS,
     V2_SERVER, V2_LIVE, V2_READY, V2_MODEL, V2_MODEL_VERSION, V2_MODEL_READY, V2_MODEL_VERSION_READY,
     V2_INFER, V2_INFER_VERSION,
-    OPENAPI, DOCS, DOCS_OAUTH, DOCS_ASSETS,
+    OPENAPI, DOCS, DOCS_OAUTH, DOCS_ASSETS, PLAYGROUND, PLAYGROUND_ASSETS,
 )
 UNMATCHED = "unmatched"  # the route label of a path no route has
 

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     max_chars_per_input: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
     api_key: SecretStr | None = Field(None, description="If set, inference routes need `Authorization: Bearer`.")
+    playground: bool = Field(True, description="Serve the playground page at / (false leaves it out).")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("log_level", "precision", mode="before")

@@ -161,6 +161,11 @@ def test_hpa_scales_the_deployment_on_cpu_and_on_the_adapter_queue_depth_metric(
     assert "replicas" not in deployment["spec"], "the HPA owns replicas; a fixed count fights it"
 
 
+def test_prod_turns_the_playground_off_and_dev_keeps_it():
+    assert config_env(kustomize("prod"))["PLAYGROUND"] == "false"
+    assert config_env(kustomize("dev")).get("PLAYGROUND", "true") == "true"
+
+
 def test_dev_overlay_runs_one_pod_without_the_prometheus_operator():
     resources = kustomize("dev")
     assert one(resources, "Deployment")["spec"]["replicas"] == 1
