@@ -162,33 +162,41 @@ CONCURRENCY_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
 def plot(results: dict, path: Path) -> Path:
-    """Throughput (x, from 0) against p50 and p99 latency (y, log) per contender; colours name contenders,
-    marker shapes name the number of clients, both legends outside the axes; no text on the data."""
+    """Throughput (x, from 0) against p50 and p99 latency (y, log) per contender; a colour per stack, a
+    line style per shape of a peer (processes x threads), a marker shape per number of clients, the legends
+    outside the axes; no text on the data."""
     levels = sorted({p["concurrency"] for run in results["runs"] for p in run["points"]})
     marker = {c: CONCURRENCY_MARKERS[i % len(CONCURRENCY_MARKERS)] for i, c in enumerate(levels)}
     colours = plt.get_cmap("tab10").colors
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharex=True)
     xmax = max([p["throughput"] for run in results["runs"] for p in run["points"]]
                + [limit["texts_per_s"] for limit in results["limits"].values()] + [1.0])
+    stacks = list(dict.fromkeys(run.get("stack", run["name"]) for run in results["runs"]))
+    shapes: dict[str, list[str]] = {}  # a stack's shapes in order: solid line, then dashed, then dotted
+    for run in results["runs"]:
+        shapes.setdefault(run.get("stack", run["name"]), []).append(run["name"])
     handles = []
     for ax, key, title in ((axes[0], "p50_ms", "p50 latency"), (axes[1], "p99_ms", "p99 latency")):
-        for i, run in enumerate(results["runs"]):
-            colour = colours[i % len(colours)]
+        for run in results["runs"]:
+            stack = run.get("stack", run["name"])
+            colour = colours[stacks.index(stack) % len(colours)]
+            style = ("-", "--", ":")[shapes[stack].index(run["name"]) % 3]
             points = sorted(run["points"], key=lambda p: p["concurrency"])
             xs, ys = [p["throughput"] for p in points], [p[key] for p in points]
             width = 2.4 if run["kind"] == "service" else 1.4
-            ax.plot(xs, ys, color=colour, linewidth=width, zorder=3 if run["kind"] == "service" else 2)
+            ax.plot(xs, ys, color=colour, linestyle=style, linewidth=width,
+                    zorder=3 if run["kind"] == "service" else 2)
             for p, x, y in zip(points, xs, ys, strict=True):
                 ax.scatter([x], [y], color=colour, marker=marker[p["concurrency"]], s=36, zorder=4,
                            edgecolors="white", linewidths=0.5)
             if ax is axes[0]:
-                handles.append(Line2D([], [], color=colour, linewidth=width, label=run["name"]))
+                handles.append(Line2D([], [], color=colour, linestyle=style, linewidth=width, label=run["name"]))
         for j, (name, limit) in enumerate(results["limits"].items()):
             style = ("--", ":")[j % 2]
             ax.axvline(limit["texts_per_s"], color="grey", linestyle=style, linewidth=1)
             if ax is axes[0]:
                 handles.append(Line2D([], [], color="grey", linestyle=style, linewidth=1,
-                                      label=f"in-process limit, {name}"))
+                                      label=f"ONNX Runtime in-process, {name}"))
         ax.set_xlim(0, xmax * 1.08)
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))

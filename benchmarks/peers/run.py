@@ -171,13 +171,15 @@ def write_bodies(stack: stacks.Stack, texts: list[str], path: Path) -> Path:
 
 
 def measure_contender(stack: stacks.Stack, python: Path, model_env: dict[str, str], split: CoreSplit,
-                      mode: dict, texts: list[str], expected: dict[str, float], tmp: Path) -> dict:
-    """Start, check, load at each concurrency, stop. Raises RuntimeError/TimeoutError/AnswerError."""
+                      mode: dict, texts: list[str], expected: dict[str, float], tmp: Path, runs: list[dict]) -> None:
+    """Start, check, load at each concurrency, stop; the run joins `runs` once its answer is checked, so the
+    points measured before a failure are kept. Raises RuntimeError/TimeoutError/OSError/AnswerError."""
     ports = {name: free_port() for name in stack.ports}
-    launch = stack.launch(python, ports, model_env)
+    launch = stack.launch(stack, python, ports, model_env)
     version = venvs.versions(python, [stack.version_of])[stack.version_of] if stack.version_of else ""
-    run = {"key": stack.key, "name": f"{stack.name} {version}".strip(), "kind": stack.kind, "version": version,
-           "config": stack.config, "route": stack.route, "request_body": stack.body("..."),
+    run = {"key": stack.key, "stack": stack.venv or stack.key, "name": stack.display_name(version),
+           "kind": stack.kind, "version": version,
+           "workers": stack.workers, "threads": stack.threads, "config": stack.config, "route": stack.route, "request_body": stack.body("..."),
            "command": launch.argv, "environment": {k: v for k, v in launch.env.items() if not k.endswith("PORT")},
            "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "points": []}
     bodies = write_bodies(stack, texts, tmp / f"bodies-{stack.key}.txt")
@@ -190,6 +192,7 @@ def measure_contender(stack: stacks.Stack, python: Path, model_env: dict[str, st
         run["check"] = check_answer(stack, server.url, texts[0], expected)
         log(f"{run['name']}: up in {run['startup_s']} s, answer checked ({run['check']['label']}, "
             f"|diff| {run['check']['max_abs_diff']:.1e})")
+        runs.append(run)
         for c in mode["concurrency"]:
             point = measure_point(server.url, stack.route, server.pid, bodies, c, mode["duration_s"],
                                   mode["warmup_s"], split)
@@ -197,18 +200,17 @@ def measure_contender(stack: stacks.Stack, python: Path, model_env: dict[str, st
             log(f"{run['name']:34} c={c:<4} {point.throughput:8,.0f} req/s  p50 {point.p50_ms:7.2f} ms  "
                 f"p99 {point.p99_ms:7.2f} ms  non-2xx/timeouts {point.requests - point.ok}  "
                 f"client CPU {point.client_cpu_utilization:.0%}")
-    return run
 
 
 def prepare(selected: list[stacks.Stack]) -> dict[str, tuple[Path | None, str]]:
     """The python each contender runs on, or why it has none; peers' environments installed in parallel."""
     out = {s.key: (stacks.benchmark_python(), "") for s in selected if not s.requirements}
-    peers = [s for s in selected if s.requirements]
+    peers = list({s.venv: s for s in selected if s.requirements}.values())  # one environment per stack
     if peers:
         log(f"environments: {', '.join(s.name for s in peers)} under {BUILD} (each installed on first use)")
         with ThreadPoolExecutor(len(peers)) as pool:
-            for stack, result in zip(peers, pool.map(lambda s: venvs.ensure(s, BUILD), peers), strict=True):
-                out[stack.key] = result
+            ready = dict(zip((s.venv for s in peers), pool.map(lambda s: venvs.ensure(s, BUILD), peers), strict=True))
+        out.update({s.key: ready[s.venv] for s in selected if s.requirements})
     return out
 
 
@@ -221,8 +223,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1, 8, 64 clients, 2 s per point")
     parser.add_argument("--concurrency", help="comma-separated client counts")
     parser.add_argument("--duration", type=int, help="seconds per measured point")
-    parser.add_argument("--only", help="comma-separated contenders to run (encoder-serve,naive,bentoml,mlserver,"
-                                       "ray; default: all)")
+    parser.add_argument("--only", help="comma-separated contenders to run: encoder-serve, naive, a peer stack "
+                                       "(bentoml, mlserver, ray: every shape) or one shape (bentoml-2x1); default: all")
+    parser.add_argument("--peer-shapes", help="peers' model processes x ONNX Runtime threads each, comma-separated "
+                                              "(e.g. 1x2,2x1); default auto: one process with a thread per server "
+                                              "CPU, and one process per server CPU with one thread each "
+                                              "(with --threads N: 1xN)")
     add_core_arguments(parser)
     return parser.parse_args(argv)
 
@@ -246,13 +252,15 @@ def main(argv: list[str] | None = None) -> int:
 
     package = load_package(args.package)
     precision = choose_precision(package, "auto")  # the file encoder-serve serves by default
-    model_env = {"PEER_PACKAGE": str(package.path.resolve()), "PEER_PRECISION": precision,
-                 "PEER_THREADS": str(threads)}
-    selected = [s for s in stacks.contenders(threads) if not args.only or s.key in args.only.split(",")]
+    model_env = {"PEER_PACKAGE": str(package.path.resolve()), "PEER_PRECISION": precision}
+    shapes = stacks.parse_shapes(args.peer_shapes or ("auto" if not args.threads else f"1x{threads}"),
+                                 len(split.server))
+    selected = [s for s in stacks.contenders(threads, shapes) if not args.only or s.selected_by(args.only.split(","))]
     results = {"machine": describe(split),
                "package": {**package_summary(package), "precision": precision,
                            "file": package.model_path(precision).name},
                "settings": {**mode, "quick": args.quick, "peer_threads": threads, "limit_threads": split.threads,
+                            "peer_shapes": [f"{w}x{t}" for w, t in shapes],
                             "loadgen": "wrk, closed loop, one text per request (benchmarks/wrk_rotate.lua), "
                                        "bodies in each contender's own request format",
                             "model_code": "benchmarks/peers/servers/peer_model.py (encoder_serve.tokenization "
@@ -264,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     pythons = prepare(selected)
     for stack in selected:
         if pythons[stack.key][0] is None:
-            results["not_measured"].append({"contender": stack.name, "kind": stack.kind, "stage": "install",
+            results["not_measured"].append({"contender": stack.display_name(), "kind": stack.kind, "stage": "install",
                                             "reason": pythons[stack.key][1]})
-            log(f"NOT MEASURED: {stack.name}: {pythons[stack.key][1]}")
+            log(f"NOT MEASURED: {stack.display_name()}: {pythons[stack.key][1]}")
 
     for label, limit_threads in (("limit", split.threads), ("limit, all server cores", len(split.server))):
         if label != "limit" and limit_threads == split.threads:
@@ -285,14 +293,16 @@ def main(argv: list[str] | None = None) -> int:
             if python is None:
                 continue
             try:
-                results["runs"].append(measure_contender(stack, python, model_env, split, mode, texts, expected,
-                                                         Path(tmp)))
+                measure_contender(stack, python, model_env, split, mode, texts, expected, Path(tmp), results["runs"])
             except (RuntimeError, TimeoutError, OSError, stacks.AnswerError) as e:
                 why = str(e).strip()
-                stage = "answer check" if isinstance(e, stacks.AnswerError) else "start or load"
-                results["not_measured"].append({"contender": stack.name, "kind": stack.kind, "stage": stage,
+                partial = next((r for r in results["runs"] if r["key"] == stack.key), None)
+                stage = ("answer check" if isinstance(e, stacks.AnswerError) else "start or answer check" if partial is None
+                         else "load, after " + (", ".join(f"c={p['concurrency']}" for p in partial["points"])
+                                                or "no point") + " (those points are kept)")
+                results["not_measured"].append({"contender": stack.display_name(), "kind": stack.kind, "stage": stage,
                                                 "reason": why[-1500:]})
-                log(f"NOT MEASURED: {stack.name} ({stage}): {why[-1500:]} (log {BUILD / 'logs' / stack.key}.log)")
+                log(f"NOT MEASURED: {stack.display_name()} ({stage}): {why[-1500:]} (log {BUILD / 'logs' / stack.key}.log)")
 
     results["goals"] = report.evaluate(results["runs"], results["not_measured"])
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

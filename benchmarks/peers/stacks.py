@@ -48,11 +48,23 @@ class Stack:
     route: str  # POST route of one classification
     body: Callable[[str], dict]  # the request body for one text
     scores: Callable[[object, list[str]], dict[str, float]]  # answer JSON -> {label: score}
-    launch: Callable[[Path, dict[str, int], dict[str, str]], Launch]  # (python, ports, model env)
+    launch: Callable[[Stack, Path, dict[str, int], dict[str, str]], Launch]  # (self, python, ports, model env)
     config: dict  # recorded in the results as is: workers, threads, batching
     requirements: tuple[str, ...] = ()  # empty: runs in the benchmark's own environment
     version_of: str = ""  # distribution whose version names the stack in the results
     ports: tuple[str, ...] = ("http",)  # free ports it needs; "http" is the one wrk loads
+    workers: int = 1  # model processes (BentoML workers, MLServer parallel workers, Ray replicas)
+    threads: int = 1  # ONNX Runtime intra-op threads in each
+    venv: str = ""  # its environment's directory under build/peers (peers in several shapes share one)
+
+    def display_name(self, version: str = "") -> str:
+        """'BentoML 1.4.40 (1 x 2 threads)': the stack, its version, and for a peer its shape."""
+        name = f"{self.name} {version}".strip()
+        return f"{name} ({_shape(self.workers, self.threads)})" if self.kind == "peer" else name
+
+    def selected_by(self, names: list[str]) -> bool:
+        """--only: a contender by its key (bentoml-2x1) or a peer in every shape by its stack (bentoml)."""
+        return self.key in names or (bool(self.venv) and self.venv in names)
 
 
 class AnswerError(ValueError):
@@ -104,50 +116,73 @@ def mlserver_scores(answer, labels: list[str]) -> dict[str, float]:
     return _label_scores(by_label, labels)
 
 
-def _peer_env(model: dict[str, str]) -> dict[str, str]:
+def _model_env(stack: Stack, model: dict[str, str]) -> dict[str, str]:
+    """What servers/peer_model.py reads: the package and precision, this shape's workers and threads."""
+    return {**model, "PEER_WORKERS": str(stack.workers), "PEER_THREADS": str(stack.threads)}
+
+
+def _peer_env(stack: Stack, model: dict[str, str]) -> dict[str, str]:
     """Environment of every process started from a peer's venv: its model, and the server files only on
     the import path (not the repository: encoder_serve comes from the venv's own editable install)."""
-    return {**model, "PYTHONPATH": str(SERVERS), "PYTHONDONTWRITEBYTECODE": "1"}
+    return {**_model_env(stack, model), "PYTHONPATH": str(SERVERS), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def _encoder_serve(python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
+def _encoder_serve(stack: Stack, python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
     env = {"MODEL_DIR": model["PEER_PACKAGE"], "HOST": "127.0.0.1", "PORT": str(ports["http"]),
            "OPS_PORT": str(ports["ops"])}
     return Launch([str(python), "-m", "encoder_serve.service"], env, "/readyz")
 
 
-def _naive(python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
+def _naive(stack: Stack, python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
     return Launch([str(python), str(SERVERS / "naive_ort_app.py")],
-                  {**model, "HOST": "127.0.0.1", "PORT": str(ports["http"])}, "/readyz")
+                  {**_model_env(stack, model), "HOST": "127.0.0.1", "PORT": str(ports["http"])}, "/readyz")
 
 
-def _bentoml(python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
+def _bentoml(stack: Stack, python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
     home = python.parents[2] / "home"
     return Launch([str(python.with_name("bentoml")), "serve", "bentoml_service:EmotionClassifier",
                    "--working-dir", str(SERVERS), "--host", "127.0.0.1", "--port", str(ports["http"])],
-                  {**_peer_env(model), "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}, "/readyz")
+                  {**_peer_env(stack, model), "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}, "/readyz")
 
 
-def _mlserver(python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
+def _mlserver(stack: Stack, python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
     state = python.parents[2] / "state"  # MLServer keeps metrics and environments in directories of its own
-    env = {**_peer_env(model), "MLSERVER_HOST": "127.0.0.1", "MLSERVER_HTTP_PORT": str(ports["http"]),
+    env = {**_peer_env(stack, model), "MLSERVER_HOST": "127.0.0.1", "MLSERVER_HTTP_PORT": str(ports["http"]),
            "MLSERVER_GRPC_PORT": str(ports["grpc"]), "MLSERVER_METRICS_PORT": str(ports["metrics"]),
+           "MLSERVER_PARALLEL_WORKERS": str(stack.workers),
            "MLSERVER_METRICS_DIR": str(state / "metrics"), "MLSERVER_ENVIRONMENTS_DIR": str(state / "envs")}
     return Launch([str(python.with_name("mlserver")), "start", str(SERVERS / "mlserver")], env,
                   "/v2/models/emotion/ready")
 
 
-def _ray(python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
-    env = {**_peer_env(model), "HOST": "127.0.0.1", "PORT": str(ports["http"]), "PEER_CPUS": model["PEER_THREADS"],
+def _ray(stack: Stack, python: Path, ports: dict[str, int], model: dict[str, str]) -> Launch:
+    env = {**_peer_env(stack, model), "HOST": "127.0.0.1", "PORT": str(ports["http"]),
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(python.parents[2] / "tmp")}
     return Launch([str(python), str(SERVERS / "ray_app.py")], env, "/classify")
 
 
-def contenders(threads: int) -> list[Stack]:
-    """Every contender, encoder-serve first; `threads`: the ONNX Runtime threads a peer's one model
-    process gets (the machine's cores)."""
-    one_process = {"model processes": 1, "ONNX Runtime intra-op threads": threads}
-    return [
+def parse_shapes(spec: str, cores: int) -> list[tuple[int, int]]:
+    """'1x2,2x1' -> [(1, 2), (2, 1)]: model processes x ONNX Runtime threads each; 'auto' -> one process
+    with a thread per core, and one process per core with one thread each (the same when cores = 1)."""
+    if spec == "auto":
+        return list(dict.fromkeys([(1, cores), (cores, 1)]))
+    shapes = []
+    for part in spec.split(","):
+        workers, _, threads = part.strip().partition("x")
+        shapes.append((int(workers), int(threads)))
+    return shapes
+
+
+def _shape(workers: int, threads: int) -> str:
+    return f"{workers} x {threads} thread{'s' * (threads > 1)}"
+
+
+def contenders(cores: int, shapes: list[tuple[int, int]] | None = None) -> list[Stack]:
+    """Every contender, encoder-serve first. The naive app gets one process with a thread per core; each
+    peer is measured once per shape in `shapes` (model processes x ONNX Runtime threads; default one
+    process with a thread per core)."""
+    shapes = shapes or [(1, cores)]
+    out = [
         Stack("encoder-serve", "encoder-serve", "service", "/v1/classify", lambda t: {"inputs": t},
               encoder_serve_scores, _encoder_serve, ports=("http", "ops"),
               config={"command": "python -m encoder_serve.service",
@@ -155,30 +190,40 @@ def contenders(threads: int) -> list[Stack]:
                       "batching": "its own dynamic batcher (defaults: MAX_BATCH_SIZE=64, MAX_WAIT_MS=0, several "
                                   "batches at once, one per usable CPU, 1 ONNX Runtime thread each)"}),
         Stack("naive", "naive FastAPI + ONNX Runtime", "naive", "/v1/classify", lambda t: {"inputs": t},
-              dict_scores, _naive,
-              config={**one_process, "server": "uvicorn, 1 worker, access log off",
+              dict_scores, _naive, threads=cores,
+              config={"model processes": 1, "ONNX Runtime intra-op threads": cores,
+                      "server": "uvicorn, 1 worker, access log off",
                       "batching": "none: a synchronous route, one ONNX Runtime call per request"}),
-        Stack("bentoml", "BentoML", "peer", "/classify", lambda t: {"texts": [t]}, bentoml_scores, _bentoml,
-              requirements=(BENTOML,), version_of="bentoml",
-              config={**one_process, "service": "@bentoml.service(workers=1), the default worker count",
-                      "batching": f"@bentoml.api(batchable=True, max_batch_size={MAX_BATCH_SIZE}, "
-                                  "max_latency_ms=60000): the default latency bound"}),
-        Stack("mlserver", "MLServer", "peer", "/v2/models/emotion/infer",
-              lambda t: {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [t],
-                                     "parameters": {"content_type": "str"}}]},
-              mlserver_scores, _mlserver, requirements=(MLSERVER, MLSERVER_UVLOOP), version_of="mlserver",
-              ports=("http", "grpc", "metrics"),
-              config={**one_process, "server": "mlserver start; parallel_workers=1 (the default: one inference "
-                                               "process beside the HTTP process)",
-                      "batching": f"model-settings max_batch_size={MAX_BATCH_SIZE}, max_batch_time=0.005 s "
-                                  "(MLServer has no default: 0 turns batching off)"}),
-        Stack("ray", "Ray Serve", "peer", "/classify", lambda t: {"text": t}, dict_scores, _ray,
-              requirements=(RAY,), version_of="ray",
-              config={**one_process, "deployment": f"num_replicas=1, max_ongoing_requests={MAX_BATCH_SIZE}, "
-                                                   f"num_cpus={threads}; Serve's HTTP proxy",
-                      "batching": f"@serve.batch(max_batch_size={MAX_BATCH_SIZE}, batch_wait_timeout_s=0.01): "
-                                  "the default wait"}),
     ]
+    peers: list[Stack] = []
+    for workers, threads in shapes:
+        shape = {"model processes": workers, "ONNX Runtime intra-op threads": threads}
+        key = f"-{workers}x{threads}"
+        peers += [
+            Stack("bentoml" + key, "BentoML", "peer", "/classify", lambda t: {"texts": [t]},
+                  bentoml_scores, _bentoml, requirements=(BENTOML,), version_of="bentoml", workers=workers,
+                  threads=threads, venv="bentoml",
+                  config={**shape, "service": f"@bentoml.service(workers={workers}) (the default is 1)",
+                          "batching": f"@bentoml.api(batchable=True, max_batch_size={MAX_BATCH_SIZE}, "
+                                      "max_latency_ms=60000): the default latency bound, one dispatcher per worker"}),
+            Stack("mlserver" + key, "MLServer", "peer", "/v2/models/emotion/infer",
+                  lambda t: {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [t],
+                                         "parameters": {"content_type": "str"}}]},
+                  mlserver_scores, _mlserver, requirements=(MLSERVER, MLSERVER_UVLOOP), version_of="mlserver",
+                  ports=("http", "grpc", "metrics"), workers=workers, threads=threads, venv="mlserver",
+                  config={**shape, "server": f"mlserver start; parallel_workers={workers} (inference processes "
+                                             "beside the HTTP process; the default is 1)",
+                          "batching": f"model-settings max_batch_size={MAX_BATCH_SIZE}, max_batch_time=0.005 s "
+                                      "(MLServer has no default: 0 turns batching off)"}),
+            Stack("ray" + key, "Ray Serve", "peer", "/classify", lambda t: {"text": t}, dict_scores, _ray,
+                  requirements=(RAY,), version_of="ray", workers=workers, threads=threads, venv="ray",
+                  config={**shape, "deployment": f"num_replicas={workers}, num_cpus={threads} each, "
+                                                 f"max_ongoing_requests={MAX_BATCH_SIZE}; Serve's HTTP proxy",
+                          "batching": f"@serve.batch(max_batch_size={MAX_BATCH_SIZE}, batch_wait_timeout_s=0.01): "
+                                      "the default wait, per replica"}),
+        ]
+    order = ["bentoml", "mlserver", "ray"]
+    return out + sorted(peers, key=lambda stack: order.index(stack.venv))  # each stack's shapes side by side
 
 
 def benchmark_python() -> Path:

@@ -1,11 +1,11 @@
-"""One virtual environment per peer under build/peers/<key>/venv, created on first use and kept while its
+"""One virtual environment per peer stack under build/peers/<stack>/venv, created on first use and kept while its
 requirements stay the same.
 
 A peer's environment holds its stack at the version pinned in benchmarks.peers.stacks, plus ONNX Runtime,
 tokenizers and NumPy at exactly the versions the benchmark itself runs (so every contender computes with
 the same ONNX Runtime build), plus this repository installed editable without dependencies, so the peer's
 model code imports encoder-serve's own tokenization and ONNX Runtime helpers. pip's output goes to
-build/peers/<key>/install.log; a failure is returned as a message, never raised, so the other contenders
+build/peers/<stack>/install.log; a failure is returned as a message, never raised, so the other contenders
 still run.
 """
 
@@ -36,7 +36,7 @@ def base_python() -> str:
 
 def ensure(stack: Stack, root: Path) -> tuple[Path | None, str]:
     """(the venv's python, "") when the environment is ready, else (None, why not)."""
-    home = root / stack.key
+    home = root / stack.venv
     venv, log_path = home / "venv", home / "install.log"
     python = venv / "bin" / "python"
     stamp = venv / "peer-requirements.json"
@@ -69,7 +69,7 @@ def install_error(log: str) -> str:
     lines = [line.strip() for line in log.splitlines() if line.strip()
              and not line.startswith(("WARNING: Location", "$ "))]
     errors = [line for line in lines if line.startswith("ERROR")]
-    return " / ".join((errors or lines or ["no output"])[-3:])[:600]
+    return " / ".join(line[:240] for line in (errors or lines or ["no output"])[-3:])
 
 
 def versions(python: Path, names: list[str]) -> dict[str, str]:

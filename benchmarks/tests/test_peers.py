@@ -70,20 +70,35 @@ def test_scores_must_match_the_model_not_just_the_labels():
 
 
 def test_every_contender_gets_the_body_its_api_expects(tmp_path):
-    bodies = {s.key: s.body('she said "hi"') for s in stacks.contenders(threads=2)}
+    bodies = {s.venv or s.key: s.body('she said "hi"') for s in stacks.contenders(2)}
     assert bodies["encoder-serve"] == bodies["naive"] == {"inputs": 'she said "hi"'}
     assert bodies["bentoml"] == {"texts": ['she said "hi"']}
     assert bodies["ray"] == {"text": 'she said "hi"'}
     assert bodies["mlserver"]["inputs"][0]["data"] == ['she said "hi"']
-    mlserver = next(s for s in stacks.contenders(2) if s.key == "mlserver")
+    mlserver = next(s for s in stacks.contenders(2) if s.venv == "mlserver")
     path = write_bodies(mlserver, ["one", "two\nlines"], tmp_path / "bodies.txt")
     lines = path.read_text().splitlines()  # wrk_rotate.lua reads one body per line
     assert [json.loads(line)["inputs"][0]["data"][0] for line in lines] == ["one", "two\nlines"]
 
 
+def test_each_peer_runs_in_every_shape_asked_for_from_one_environment():
+    shapes = stacks.parse_shapes("auto", 2)
+    assert shapes == [(1, 2), (2, 1)] and stacks.parse_shapes("auto", 1) == [(1, 1)]
+    assert stacks.parse_shapes("1x2, 4x1", 2) == [(1, 2), (4, 1)]
+    everyone = stacks.contenders(2, shapes)
+    peers = [s for s in everyone if s.kind == "peer"]
+    assert sorted(s.key for s in peers) == ["bentoml-1x2", "bentoml-2x1", "mlserver-1x2", "mlserver-2x1",
+                                            "ray-1x2", "ray-2x1"]
+    assert {s.venv for s in peers} == {"bentoml", "mlserver", "ray"}
+    assert next(s for s in peers if s.key == "ray-2x1").display_name("2.60.0") == "Ray Serve 2.60.0 (2 x 1 thread)"
+    assert [s.key for s in everyone if s.selected_by(["encoder-serve", "bentoml", "ray-2x1"])] == [
+        "encoder-serve", "bentoml-1x2", "bentoml-2x1", "ray-2x1"]
+    assert [s.key for s in stacks.contenders(2)][:2] == ["encoder-serve", "naive"]  # one shape by default: 1 x 2
+
+
 def test_peers_are_pinned_and_share_the_benchmarks_onnx_runtime():
     peers = [s for s in stacks.contenders(2) if s.kind == "peer"]
-    assert {s.key for s in peers} == {"bentoml", "mlserver", "ray"}
+    assert {s.venv for s in peers} == {"bentoml", "mlserver", "ray"}
     for stack in peers:
         reqs = venvs.requirements(stack)
         assert all("==" in r for r in reqs), reqs

@@ -7,7 +7,8 @@ MLServer's string codec. The answer has two outputs: "label" (BYTES [n], the mos
 which is the manifest's order). Adaptive batching concatenates the inputs of concurrent requests along
 the first axis, calls `predict` once, and splits every output back along the same axis.
 
-    PEER_PACKAGE=... PEER_PRECISION=int8 PEER_THREADS=2 MLSERVER_HTTP_PORT=8080 mlserver start mlserver
+    PEER_PACKAGE=... PEER_PRECISION=int8 PEER_THREADS=2 MLSERVER_PARALLEL_WORKERS=1 MLSERVER_HTTP_PORT=8080 \
+        mlserver start mlserver
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ into every peer's virtual environment without dependencies, so no peer runs a co
 Configured by the environment the benchmark sets for every peer:
     PEER_PACKAGE    model package directory
     PEER_PRECISION  fp32 or int8: the file encoder-serve serves with PRECISION=auto
-    PEER_THREADS    ONNX Runtime intra-op threads
+    PEER_THREADS    ONNX Runtime intra-op threads (in each of PEER_WORKERS model processes, which the
+                    stack's own setting starts: BentoML workers, MLServer parallel workers, Ray replicas)
 """
 
 from __future__ import annotations

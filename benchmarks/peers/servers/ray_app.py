@@ -1,4 +1,5 @@
-"""Ray Serve 2: one deployment with one replica behind Serve's HTTP proxy, batching with `@serve.batch`.
+"""Ray Serve 2: one deployment (PEER_WORKERS replicas, default 1) behind Serve's HTTP proxy, batching with
+`@serve.batch` in each replica.
 
 The documented pattern for dynamic request batching: the replica's `__call__` takes the HTTP request and
 awaits an `async` method decorated with `@serve.batch`, which receives the texts of concurrent requests as
@@ -11,7 +12,7 @@ given, Serve's proxy on HOST:PORT, deploys the app and waits for SIGTERM. The re
 logs stay in Ray's log files (under RAY_TMPDIR), as on a cluster started with `ray start`, instead of
 being forwarded line by line to this script.
 
-    PEER_PACKAGE=... PEER_PRECISION=int8 PEER_THREADS=2 PEER_CPUS=2 PORT=8000 python ray_app.py
+    PEER_PACKAGE=... PEER_PRECISION=int8 PEER_WORKERS=1 PEER_THREADS=2 PORT=8000 python ray_app.py
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from starlette.requests import Request
 
 MAX_BATCH_SIZE = 64
 BATCH_WAIT_TIMEOUT_S = 0.01  # serve.batch's default
-CPUS = int(os.environ.get("PEER_CPUS", "2"))
+REPLICAS = int(os.environ.get("PEER_WORKERS", "1"))
+THREADS = int(os.environ.get("PEER_THREADS", "1"))  # each replica's ONNX Runtime threads, and its CPUs for Ray
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=MAX_BATCH_SIZE, ray_actor_options={"num_cpus": CPUS})
+@serve.deployment(num_replicas=REPLICAS, max_ongoing_requests=MAX_BATCH_SIZE, ray_actor_options={"num_cpus": THREADS})
 class EmotionClassifier:
     def __init__(self) -> None:
         from peer_model import Classifier
@@ -51,7 +53,7 @@ app = EmotionClassifier.bind()
 def main() -> None:
     import ray
 
-    ray.init(num_cpus=CPUS, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=REPLICAS * THREADS, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": os.environ.get("HOST", "127.0.0.1"), "port": int(os.environ["PORT"])})
     serve.run(app, name="emotion", route_prefix="/classify")
     stop = threading.Event()
