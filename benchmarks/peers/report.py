@@ -139,7 +139,8 @@ def write_markdown(results: dict, path: Path) -> Path:
         *([f"**Smoke run ({s['duration_s']} s per point): short and noisy, not a result.**", ""]
           if s["quick"] else []),
         (f"Package `{package['ref']}` ({package['size']}), `{package['file']}` ({package['precision']}) in every "
-         f"contender; peers' ONNX Runtime threads: {s['peer_threads']}. Closed-loop wrk, one text per request "
+         f"contender; peers as model processes x ONNX Runtime threads: {', '.join(s.get('peer_shapes', []))}. "
+         "Closed-loop wrk, one text per request "
          f"from the emotion test split, {s['duration_s']} s per point after {s['warmup_s']} s of warm-up; "
          "only 2xx responses count."), "",
         *[f"**Not measured: {m['contender']}** ({m['stage']}): {m['reason'][-400:]}" for m in

@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "and encoder_serve.onnx_runtime) in every peer"},
                "limits": {}, "runs": [], "not_measured": []}
     log(f"machine: {report.machine_line(results)}")
-    log(f"package {package.ref}, {precision} ({results['package']['file']}); peers' ONNX Runtime threads {threads}")
+    log(f"package {package.ref}, {precision} ({results['package']['file']}); peers as model processes x ONNX "
+        f"Runtime threads: {', '.join(results['settings']['peer_shapes'])}")
 
     pythons = prepare(selected)
     for stack in selected:

@@ -167,7 +167,7 @@ def results(quick: bool = False) -> dict:
                         "client_cpus": [1], "load_average_at_start": [0.5, 0.5, 0.5], "onnxruntime": "1.32.0",
                         "wrk": "wrk 4.1.0", "git_commit": "abc1234"},
             "package": {"ref": "emotion@1.1.0", "size": "4 layers", "precision": "int8", "file": "model.int8.onnx"},
-            "settings": {"duration_s": 10, "warmup_s": 2, "quick": quick, "peer_threads": 2},
+            "settings": {"duration_s": 10, "warmup_s": 2, "quick": quick, "peer_shapes": ["1x2", "2x1"]},
             "limits": {"1 thread": limit, "2 threads": {**limit, "texts_per_s": 1500.0}},
             "runs": runs, "not_measured": [{"contender": "Ray Serve", "kind": "peer", "stage": "install",
                                             "reason": "ERROR: no wheel for this Python"}],
@@ -181,7 +181,7 @@ def test_markdown_has_one_row_per_point_the_goals_and_what_was_not_measured(tmp_
     assert "| encoder-serve | 64 | 900 | 70.00 |" in text
     assert "**Not measured: Ray Serve** (install): ERROR: no wheel for this Python" in text
     assert "| throughput |" in text and "1.80x" in text and "**pass**" in text
-    assert "Smoke run" not in text
+    assert "Smoke run" not in text and "threads: 1x2, 2x1." in text
     assert "Smoke run" in report.write_markdown(results(quick=True), tmp_path / "quick.md").read_text()
 
 
