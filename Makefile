@@ -18,7 +18,7 @@ PYTHONS ?= 3.11 3.12 3.13
 # The tests that need no torch: what a serving-only install can run.
 SERVE_TESTS ?= tests/service tests/reliability tests/deploy tests/export/test_package_loader.py tests/test_cli.py tests/test_data.py
 
-.PHONY: help system-deps setup setup-serve data test test-all test-pythons serve model pareto bench reliability image deploy-check audit lint clean
+.PHONY: help system-deps setup setup-serve data test test-all test-pythons serve model pareto bench bench-peers reliability image deploy-check audit lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -91,6 +91,10 @@ pareto: data setup ## accuracy/latency/size of every trained variant under runs/
 
 bench: data setup system-deps ## performance benchmarks: results JSON, markdown table and plots under benchmarks/results
 	$(BIN)/python -m benchmarks.run --data $(DATA)
+
+# Each peer gets its own venv under build/peers/<peer>/venv, created on first use (versions pinned in benchmarks/peers/stacks.py).
+bench-peers: data setup system-deps ## encoder-serve against BentoML, MLServer and Ray Serve: benchmarks/results/peers
+	$(BIN)/python -m benchmarks.peers.run --data $(DATA)
 
 reliability: data setup system-deps ## reliability suite: fuzzing, overload, drain, soak, slow clients, bad input, security
 	$(BIN)/pytest tests/reliability -m "" $(PYTEST_ARGS)
