@@ -332,7 +332,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "pareto")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "pareto", help="cache of exported graphs")
-    parser.add_argument("--teacher", default="teacher", help="the variant the speed-ups are relative to")
+    parser.add_argument("--teacher", default="teacher",
+                        help="the variant the speed-ups are relative to; if none has this name, every variant "
+                             "whose name starts with it (several seeds of one teacher: their mean throughput)")
     parser.add_argument("--shipped", type=Path, default=REPO / "models" / "emotion",
                         help="the shipped package: its source checkpoint is marked in the table")
     parser.add_argument("--threads", type=int, default=1)
@@ -366,8 +368,13 @@ def main() -> None:
                                 None if fp32 is None else 100 * fp32))
     print(f"timing {len(variants)} variants, {args.rounds} interleaved rounds, {args.threads} thread(s) ...", flush=True)
     measure(variants, graphs, datas, args.threads, args.rounds)
-    teacher = next((v for v in variants if v.name == args.teacher), None)
-    if teacher is not None:
+    teachers = [v for v in variants if v.name == args.teacher] or \
+        [v for v in variants if v.name.startswith(args.teacher)]
+    teacher = None
+    if teachers:  # several fine-tunes of the same teacher model: their mean is the reference
+        teacher = Variant(", ".join(t.name for t in teachers), "", "", teachers[0].params_m, None,
+                          latency_p50_ms=float(np.mean([t.latency_p50_ms for t in teachers])),
+                          throughput_texts_per_s=float(np.mean([t.throughput_texts_per_s for t in teachers])))
         for v in variants:
             v.speedup_vs_teacher = v.throughput_texts_per_s / teacher.throughput_texts_per_s
     mark_frontier(variants)
@@ -379,7 +386,8 @@ def main() -> None:
         shipped = Path(source).name if source else None
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine(args.threads), "rounds": args.rounds, "batch": BATCH,
-              "latency_texts": LATENCY_TEXTS, "teacher": args.teacher, "shipped": shipped,
+              "latency_texts": LATENCY_TEXTS, "teacher": teacher.name if teacher else None,
+              "teacher_throughput_texts_per_s": teacher.throughput_texts_per_s if teacher else None, "shipped": shipped,
               "variants": [asdict(v) for v in variants], "recipes": [asdict(r) for r in recipes]}
     (args.out / "pareto.json").write_text(json.dumps(report, indent=2) + "\n")
     md = "## Recipes over seeds\n\n" + recipe_table(recipes, shipped) + "\n## Every checkpoint\n\n" + \
