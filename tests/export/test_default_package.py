@@ -42,7 +42,9 @@ def test_default_package_verifies_and_fits_the_repository_budget(package):
     assert package.servable("fp32")
     if package.servable("int8"):  # an "INT8" graph the quantizer left untouched is fp32 under a false name
         assert quantize.quantized_ops(package.model_path("int8")) > 0
-    assert sum(f.stat().st_size for f in DEFAULT_PACKAGE.iterdir()) <= 25 * 2**20
+    # fp32 and INT8 graphs and the attention graph (the fp32 weights again, unfused, for /v1/explain)
+    assert sum(f.stat().st_size for f in DEFAULT_PACKAGE.iterdir()) <= 30 * 2**20
+    assert package.manifest["attention"]["file"] == "model.attention.onnx"
     assert package.manifest["metrics"]["fp32"]["test"]["accuracy"] >= 0.85
 
 
