@@ -1,4 +1,4 @@
-"""Every model variant we trained, side by side: accuracy against latency, size as the marker (issue 8).
+"""Every model variant we trained, side by side: accuracy against latency, size as the marker.
 
     python -m benchmarks.pareto runs/teacher runs/student-* runs/table-* [--out benchmarks/results/pareto]
 

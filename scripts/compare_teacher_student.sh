@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Issue 8's comparison: the teacher and the shipped student, each benchmarked by `encoder-serve bench-model`
+# The distillation comparison: the teacher and the shipped student, each benchmarked by `encoder-serve bench-model`
 # back to back in one run with the same thread count, then the student's speed-up per engine.
-# Usage: [TEACHER_PKG=runs/teacher-pkg] [STUDENT_PKG=models/emotion] [THREADS=1] scripts/compare_teacher_student.sh
+# Usage: [DATA=data/emotion] [TEACHER_PKG=runs/teacher-pkg] [STUDENT_PKG=models/emotion] [THREADS=1] scripts/compare_teacher_student.sh
 set -euo pipefail
-DATA=${DATA:-../shared/data/emotion}
+DATA=${DATA:-data/emotion}
 TEACHER_PKG=${TEACHER_PKG:-runs/teacher-pkg}
 STUDENT_PKG=${STUDENT_PKG:-models/emotion}
 OUT=${OUT:-benchmarks/results/distillation}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The README's from-scratch table: every position kind x norm placement, one small config, one run at a time.
 # Usage: [POSITIONS="learned relative"] [THREADS=2] scripts/train_table.sh [DATA] [RUNS_DIR]
-#        (defaults: all three position kinds, ../shared/data/emotion, runs)
+#        (defaults: all three position kinds, data/emotion, runs)
 # Each run writes RUNS_DIR/table-<position>-<norm>/ (checkpoint, metrics.json, plots) and a .log beside it.
 set -euo pipefail
-DATA=${1:-../shared/data/emotion}
+DATA=${1:-data/emotion}
 RUNS=${2:-runs}
 THREADS=${THREADS:-2}
 BIN=${BIN:-.venv/bin}

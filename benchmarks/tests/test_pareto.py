@@ -13,7 +13,7 @@ from encoder_serve.cli import build_parser
 
 
 def test_train_command_reproduces_the_training_record(tmp_path):
-    record = {"data": "../shared/data/emotion",
+    record = {"data": "data/emotion",
               "model": {"pretrained": None, "layers": 4, "d_model": 192, "heads": 4, "d_ff": 768,
                         "vocab_size": 8000, "max_length": 64, "position": "learned", "norm": "pre", "dropout": 0.2,
                         "embeddings_from": "runs/teacher", "pooler": False},

@@ -1,4 +1,4 @@
-"""Issue 8's promise that the pipeline is dataset-agnostic: teacher, distilled student and export through
+"""The promise that the pipeline is dataset-agnostic: teacher, distilled student and export through
 the CLI on a CSV dataset with other column names, other labels and no validation file (real subprocesses)."""
 
 from __future__ import annotations
