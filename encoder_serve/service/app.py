@@ -108,6 +108,7 @@ async def lifespan(app: FastAPI):
                      if service.package.attention_path else None)
         pipeline = InferencePipeline(backend, batcher, service.metrics, settings.max_queue_delay_ms, attention,
                                      service.tracing)
+        pipeline.overrun_s = lambda: admission.overrun_s
         service.load(pipeline)
         drain_on_signals(service)
         try:

@@ -84,7 +84,7 @@ class RequestContext:
         span = ids = None
         if self.tracing is not None:
             span = self.tracing.start_request(scope["method"], label, scope["path"], scope["headers"])
-            ids = self.tracing.ids(span)
+            ids = self.tracing.ids(span) if span is not None else None
             if ids is not None:  # W3C Trace Context's response header: which trace this answer belongs to
                 headers.append((b"traceresponse", f"00-{ids[0]}-{ids[1]}-01".encode()))
         trace_token = trace_id.set(ids[0] if ids else None)
@@ -100,6 +100,7 @@ class RequestContext:
         self.metrics.in_flight.inc()
         try:
             refusal = self.admission.enter(route, scope["headers"])
+            promised = self.admission.promised_s
             if refusal is not None:
                 response = error_response(refusal.status, refusal.message, headers=refusal.headers,
                                           type_=refusal.reason if refusal.status == 429 else None)
@@ -113,7 +114,8 @@ class RequestContext:
                         with self.tracing.use(span):
                             await endpoint(scope, self.limited(receive), send_with_id)
                 finally:
-                    self.admission.leave(route)
+                    self.admission.leave(route, promised,
+                                         time.perf_counter() - started if status == 200 else None)
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started

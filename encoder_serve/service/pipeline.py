@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -60,6 +60,7 @@ class InferencePipeline:
         self.tracing = tracing
         self.max_queue_delay_s = max_queue_delay_ms / 1000
         self.attention = attention
+        self.overrun_s: Callable[[], float] = lambda: 0.0  # admission's measured overrun of its promises
         # explain's own lane: one thread, bounded by admission (MAX_CONCURRENT_EXPLAINS), never the batcher's
         self._explain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain") if attention else None
 
@@ -103,9 +104,9 @@ class InferencePipeline:
         was read, but the requests admitted meanwhile may have queued their texts since): 429 when the work
         queued ahead is over the budget, 504 when it is longer than this request may wait."""
         ahead = self.batcher.work_ahead_s()
-        if self.max_queue_delay_s and ahead > self.max_queue_delay_s:
-            retry = max(1, math.ceil(ahead - self.max_queue_delay_s))
-            raise Overloaded("queue_delay", f"the model has {ahead:.2f} s of work queued, more than "
+        if self.max_queue_delay_s and (taking := ahead + self.overrun_s()) > self.max_queue_delay_s:
+            retry = max(1, math.ceil(taking - self.max_queue_delay_s))
+            raise Overloaded("queue_delay", f"the model has {taking:.2f} s of work queued, more than "
                                             f"MAX_QUEUE_DELAY_MS ({1000 * self.max_queue_delay_s:g} ms)", retry)
         if ahead > timeout_s:
             self.metrics.timeouts.inc()
@@ -116,7 +117,7 @@ class InferencePipeline:
         """One probability row per text, in input order."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        tracing = self.tracing
+        tracing = self.tracing if self.tracing is not None and self.tracing.traced() else None
         try:
             self.check_queued_work(timeout_s)
             self.batcher.admit(len(texts))

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import Mount, Route
 
 from encoder_serve.service import routes
-from encoder_serve.service.admission import Admission
+from encoder_serve.service.admission import OVERRUN_REQUESTS, Admission
 from encoder_serve.service.app import create_app
 from encoder_serve.service.batching import Batcher, DeadlineExceeded
 from encoder_serve.service.metrics import ServiceMetrics
@@ -48,6 +48,30 @@ def test_work_queued_beyond_the_budget_is_refused_with_a_retry_after_of_when_it_
     assert registry.get_sample_value("encoder_serve_rejected_total", {"reason": "queue_delay"}) == 1
     gate.work_ahead_s = lambda: 0.1
     assert gate.enter(routes.CLASSIFY, CLASSIFY_HEADERS) is None
+
+
+def test_promises_that_turn_out_late_make_admission_stricter_and_only_answered_requests_teach_it():
+    gate, _ = admission()  # a budget of 300 ms
+    gate.work_ahead_s = lambda: 0.25
+    for _ in range(OVERRUN_REQUESTS // 8):
+        assert gate.enter(routes.CLASSIFY, CLASSIFY_HEADERS) is None and gate.promised_s == 0.25
+        gate.leave(routes.CLASSIFY, gate.promised_s, None)  # not answered 200: no evidence
+    assert gate.overrun_s == 0
+    for _ in range(OVERRUN_REQUESTS // 8):
+        assert gate.enter(routes.CLASSIFY, CLASSIFY_HEADERS) is None
+        gate.leave(routes.CLASSIFY, gate.promised_s, 0.32)  # answered 70 ms after the work it was promised
+    assert gate.overrun_s == pytest.approx(0.07)
+    refusal = gate.enter(routes.CLASSIFY, CLASSIFY_HEADERS)  # 0.25 s queued + 0.07 s overrun > 0.3 s
+    assert refusal.reason == "queue_delay" and "0.32 s of work queued" in refusal.message
+    gate.work_ahead_s = lambda: 0.2
+    assert gate.enter(routes.CLASSIFY, CLASSIFY_HEADERS) is None and gate.promised_s == 0.2
+    gate.leave(routes.CLASSIFY)
+    assert gate.enter(routes.MODELS, []) is None and gate.promised_s is None  # only inference is promised
+    gate.work_ahead_s = lambda: 0.01  # an idle model: promises that small teach nothing
+    for _ in range(OVERRUN_REQUESTS):
+        assert gate.enter(routes.CLASSIFY, CLASSIFY_HEADERS) is None
+        gate.leave(routes.CLASSIFY, gate.promised_s, 0.5)
+    assert gate.overrun_s == pytest.approx(0.07)
 
 
 def test_the_concurrency_cap_counts_inference_only_and_frees_its_place_on_leave():
