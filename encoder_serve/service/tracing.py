@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -125,7 +126,23 @@ class Tracing:
         env = os.environ
         resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "encoder-serve"),
                                     "service.version": service_version}).merge(OTELResourceDetector().detect())
-        self.provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER
+        # OTEL_TRACES_SAMPLER, with the trace-id ratio samplers decided here, before any span exists: a
+        # request left out then costs one random number (the SDK would build a span to drop it). A root
+        # span has no upstream to agree with, so a random draw samples as the trace id's bits would.
+        sampler_name = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+        self.ratio = None
+        self.ratio_with_parent = False  # traceidratio applies to requests with a caller's context too
+        if sampler_name in ("traceidratio", "parentbased_traceidratio"):
+            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+            try:
+                self.ratio = min(1.0, max(0.0, float(env.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))))
+            except ValueError:
+                self.ratio = 1.0  # as the SDK does with an argument that is not a number
+            self.ratio_with_parent = sampler_name == "traceidratio"
+            sampler = ALWAYS_ON if self.ratio_with_parent else ParentBased(ALWAYS_ON)
+            self.provider = TracerProvider(resource=resource, sampler=sampler)
+        else:
+            self.provider = TracerProvider(resource=resource)  # the SDK reads OTEL_TRACES_SAMPLER itself
         processor = type("BoundedExportProcessor", (BoundedExport, SpanProcessor), {})  # the SDK's hooks too
         self.processor = processor(OTLPSpanExporter(), dropped,
                                        max_queue=int(env.get("OTEL_BSP_MAX_QUEUE_SIZE", "2048")),
@@ -139,13 +156,25 @@ class Tracing:
         self.server_kind = trace.SpanKind.SERVER
 
     def start_request(self, method: str, route: str, path: str, headers: Sequence[tuple[bytes, bytes]]):
-        """The request's span, started (not yet current), a child of the caller's `traceparent` if any."""
+        """The request's span, started (not yet current), a child of the caller's `traceparent` if any; None
+        when the sampler leaves the request out, so that an unsampled request costs one sampling decision
+        and nothing else (no context switches, no child spans)."""
         carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers
                    if name in (b"traceparent", b"tracestate", b"baggage")}
+        if self.ratio is not None and (self.ratio_with_parent or "traceparent" not in carrier) \
+                and random.random() >= self.ratio:
+            return None
         parent = self.propagator.extract(carrier) if carrier else None
-        return self.tracer.start_span(f"{method} {route}", context=parent, kind=self.server_kind, attributes={
-            "http.request.method": method, "http.route": route, "url.path": path,
-            "encoder_serve.model": self.model})
+        span = self.tracer.start_span(f"{method} {route}", context=parent, kind=self.server_kind)
+        if not span.is_recording():
+            return None
+        span.set_attributes({"http.request.method": method, "http.route": route, "url.path": path,
+                             "encoder_serve.model": self.model})
+        return span
+
+    def traced(self) -> bool:
+        """Whether the request being handled has a sampled span (its children are then worth making)."""
+        return self.trace.get_current_span().is_recording()
 
     def use(self, span):
         """A context manager making `span` current (for the child spans and the log lines under it)."""

@@ -73,6 +73,28 @@ def test_a_sampled_out_request_exports_nothing(traced):
     assert not [s for s in spans if s.name == "batch" and any(t == unsampled for t, _ in s.links)]
 
 
+@pytest.mark.parametrize("sampler", ["parentbased_traceidratio", "traceidratio"])
+def test_a_ratio_sampler_samples_its_share_of_new_traces_and_follows_callers_only_when_parent_based(
+        package, tmp_path, sampler):
+    with Receiver() as receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+               "OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": "0.25"}
+        with LiveServer(package, env=env, log_path=tmp_path / "service.log") as server:
+            answers = [classify(server, {}) for _ in range(200)]
+            sampled = [r for r in answers if "traceresponse" in r.headers]
+            assert all(r.status_code == 200 for r in answers)
+            assert 20 <= len(sampled) <= 80, len(sampled)  # 50 expected; outside this range: p < 1e-6
+            exported = {r.headers["traceresponse"].split("-")[1] for r in sampled}
+            spans = receiver.wait_for(lambda spans: exported <= {s.trace_id for s in spans})
+            assert {s.trace_id for s in spans if s.name == "POST /v1/classify"} == exported  # and no other
+            if sampler == "parentbased_traceidratio":  # a sampled caller is always followed
+                for _ in range(5):
+                    followed = classify(server, {"traceparent": f"00-{TRACE}-{CALLER_SPAN}-01"})
+                    assert followed.headers["traceresponse"].startswith(f"00-{TRACE}-")
+                receiver.wait_for(lambda spans: sum(s.trace_id == TRACE and s.name == "POST /v1/classify"
+                                                    for s in spans) == 5)
+
+
 def test_the_latency_histogram_carries_trace_ids_as_exemplars_in_openmetrics(traced):
     server, _, _ = traced
     classify(server, {"traceparent": f"00-{TRACE}-{CALLER_SPAN}-01"})
