@@ -8,6 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 VERDICT = {True: "**pass**", False: "**FAIL**", None: "not measured"}
 
@@ -104,34 +106,67 @@ def write_markdown(results: dict, path: Path) -> Path:
     return path
 
 
+CONCURRENCY_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def concurrency_markers(runs: list[dict]) -> dict[int, str]:
+    """A marker shape per number of clients, the same in every line of a plot."""
+    levels = sorted({p["concurrency"] for run in runs for p in run["points"]})
+    return {c: CONCURRENCY_MARKERS[i % len(CONCURRENCY_MARKERS)] for i, c in enumerate(levels)}
+
+
+def clients_legend(markers: dict[int, str]) -> list[Line2D]:
+    return [Line2D([], [], color="black", marker=m, linestyle="", label=f"{c} client{'s' * (c > 1)}")
+            for c, m in markers.items()]
+
+
+def log_latency_axis(ax) -> None:
+    """A log latency axis labelled in plain milliseconds (1, 2, 5, 10, 20, ...)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def plot(results: dict, path: Path) -> Path:
-    """Throughput against p50 and p99 latency, one line per contender; the concurrency of each line's first
-    and last point labelled beside it; the legend below the axes, off the data."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 6), sharex=True)
+    """Throughput (from 0) against p50 and p99 latency (log), a line per contender, a marker shape per number
+    of clients, the in-process limits as vertical lines; the legends beside the axes, no text on the data."""
+    markers = concurrency_markers(results["runs"])
+    colours = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharex=True)
+    handles = []
     for ax, key, title in ((axes[0], "p50_ms", "p50 latency"), (axes[1], "p99_ms", "p99 latency")):
-        for run in results["runs"]:
-            xs = [p["throughput"] for p in run["points"]]
-            ys = [p[key] for p in run["points"]]
-            (line,) = ax.plot(xs, ys, marker="o", markersize=4, label=run["name"])
-            for i in {0, len(xs) - 1}:
-                ax.annotate(f"c={run['points'][i]['concurrency']}", (xs[i], ys[i]), textcoords="offset points",
-                            xytext=(5, -3 if i == 0 else 3), fontsize=7, color=line.get_color())
-        for precision, limit in results["limits"].items():
-            ax.axvline(limit["texts_per_s"], linestyle="--", linewidth=1, color="grey")
-            ax.text(limit["texts_per_s"], 0.98, f"in-process limit, {precision} ", rotation=90, fontsize=7,
-                    color="grey", va="top", ha="right", transform=ax.get_xaxis_transform())
-        ax.set_yscale("log")
+        for i, run in enumerate(results["runs"]):
+            colour = colours[i % len(colours)]
+            points = sorted(run["points"], key=lambda p: p["concurrency"])
+            xs, ys = [p["throughput"] for p in points], [p[key] for p in points]
+            ax.plot(xs, ys, color=colour, linewidth=1.6, zorder=2)
+            for p, x, y in zip(points, xs, ys, strict=True):
+                ax.scatter([x], [y], color=colour, marker=markers[p["concurrency"]], s=32, zorder=3,
+                           edgecolors="white", linewidths=0.5)
+            if ax is axes[0]:
+                handles.append(Line2D([], [], color=colour, linewidth=1.6, label=run["name"]))
+        for j, (precision, limit) in enumerate(results["limits"].items()):
+            style = ("--", ":")[j % 2]
+            ax.axvline(limit["texts_per_s"], linestyle=style, linewidth=1, color="grey")
+            if ax is axes[0]:
+                handles.append(Line2D([], [], color="grey", linestyle=style, linewidth=1,
+                                      label=f"ONNX Runtime in-process, {precision}"))
+        log_latency_axis(ax)
         ax.set_xlim(left=0)
-        ax.set_xlabel("throughput (texts/s)")
+        ax.set_xlabel("throughput (texts/s, 2xx only)")
         ax.set_ylabel(f"{title} (ms, log scale)")
         ax.set_title(f"{title} as concurrency grows")
         ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    first = fig.legend(handles=handles, title="contender", loc="upper left", bbox_to_anchor=(0.78, 0.90),
+                       fontsize=8, title_fontsize=8, frameon=False)
+    fig.add_artist(first)
+    fig.legend(handles=clients_legend(markers), title="closed-loop clients", loc="upper left",
+               bbox_to_anchor=(0.78, 0.40), fontsize=8, title_fontsize=8, frameon=False)
     m = results["machine"]
     fig.suptitle(f"{results['package']['ref']} ({results['package']['size']}), {m['date']}, {m['cpu_model']}, "
                  f"server on CPU {_cpus(m['server_cpus'])}, wrk on CPU {_cpus(m['client_cpus'])}", fontsize=9)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout(rect=(0, 0, 0.77, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

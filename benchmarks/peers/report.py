@@ -17,9 +17,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from benchmarks.report import VERDICT, busy_warning, machine_line
+from benchmarks.report import (
+    VERDICT,
+    busy_warning,
+    clients_legend,
+    concurrency_markers,
+    log_latency_axis,
+    machine_line,
+)
 
 THROUGHPUT_RATIO = 1.5
 THROUGHPUT_CONCURRENCY = 64
@@ -159,15 +165,11 @@ def write_markdown(results: dict, path: Path) -> Path:
     return path
 
 
-CONCURRENCY_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-
-
 def plot(results: dict, path: Path) -> Path:
     """Throughput (x, from 0) against p50 and p99 latency (y, log) per contender; a colour per stack, a
     line style per shape of a peer (processes x threads), a marker shape per number of clients, the legends
     outside the axes; no text on the data."""
-    levels = sorted({p["concurrency"] for run in results["runs"] for p in run["points"]})
-    marker = {c: CONCURRENCY_MARKERS[i % len(CONCURRENCY_MARKERS)] for i, c in enumerate(levels)}
+    marker = concurrency_markers(results["runs"])
     colours = plt.get_cmap("tab10").colors
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharex=True)
     xmax = max([p["throughput"] for run in results["runs"] for p in run["points"]]
@@ -199,16 +201,12 @@ def plot(results: dict, path: Path) -> Path:
                 handles.append(Line2D([], [], color="grey", linestyle=style, linewidth=1,
                                       label=f"ONNX Runtime in-process, {name}"))
         ax.set_xlim(0, xmax * 1.08)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        log_latency_axis(ax)
         ax.set_xlabel("throughput (requests/s, one text each; 2xx only)")
         ax.set_ylabel(f"{title} (ms, log scale)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    clients = [Line2D([], [], color="black", marker=marker[c], linestyle="", label=f"{c} client{'s' * (c > 1)}")
-               for c in levels]
+    clients = clients_legend(marker)
     first = fig.legend(handles=handles, title="contender", loc="upper left", bbox_to_anchor=(0.80, 0.90),
                        fontsize=8, title_fontsize=8, frameon=False)
     fig.add_artist(first)
