@@ -96,6 +96,19 @@ class ServiceMetrics:
         self.dropped_texts.labels(reason).inc(count)
 
 
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it (Linux /proc: each thread's children)."""
+    pids, i = [root], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*"):
+            try:
+                pids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # the process or thread ended meanwhile
+                pass
+        i += 1
+    return pids
+
+
 class ProcessTreeCollector(Collector):
     """CPU seconds and resident memory of the server: the process `root` and every process below it."""
 
@@ -104,20 +117,9 @@ class ProcessTreeCollector(Collector):
         self.ticks = os.sysconf("SC_CLK_TCK")
         self.page = os.sysconf("SC_PAGE_SIZE")
 
-    def processes(self) -> list[int]:
-        pids, i = [self.root], 0
-        while i < len(pids):
-            for task in Path(f"/proc/{pids[i]}/task").glob("*"):
-                try:
-                    pids += [int(c) for c in (task / "children").read_text().split()]
-                except OSError:
-                    pass
-            i += 1
-        return pids
-
     def collect(self):
         cpu = rss = 0.0
-        for pid in self.processes():
+        for pid in process_tree(self.root):
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
                 statm = Path(f"/proc/{pid}/statm").read_text()

@@ -15,21 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-# Every run writes its numbers here (git-ignored); the run quoted in the README was written to
+from encoder_serve.service.metrics import process_tree
+
+# Every run writes its numbers here (git-ignored); the run quoted in docs/reliability.md was written to
 # tests/reliability/results with RELIABILITY_RESULTS set, and committed.
 RESULTS_DIR = Path(os.environ.get("RELIABILITY_RESULTS", Path(__file__).resolve().parents[2] / "build" / "reliability"))
-
-
-def process_tree(pid: int) -> list[int]:
-    pids, i = [pid], 0
-    while i < len(pids):
-        for task in Path(f"/proc/{pids[i]}/task").glob("*"):
-            try:
-                pids += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass
-        i += 1
-    return pids
 
 
 def rss_bytes(pid: int) -> int:
