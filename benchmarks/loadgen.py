@@ -97,3 +97,13 @@ def measure_point(url: str, server_pid: int, bodies: Path, concurrency: int, sec
         client_cpu_utilization=client_cpu / duration / len(client_cpus),
         server_cpu_ms_per_request=server_cpu / max(requests * texts_per_request, 1) * 1000,
         server_cpu_utilization=server_cpu / duration / len(server_cpus))
+
+
+def mode_from_args(args, quick: dict, full: dict) -> dict:
+    """A harness's load settings: its quick or full mode, with --concurrency and --duration applied."""
+    mode = dict(quick if args.quick else full)
+    if args.concurrency:
+        mode["concurrency"] = tuple(int(c) for c in args.concurrency.split(","))
+    if args.duration:
+        mode["duration_s"] = args.duration
+    return mode

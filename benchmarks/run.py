@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import goals, report
-from benchmarks.loadgen import measure_point
+from benchmarks.loadgen import measure_point, mode_from_args
 from benchmarks.machine import CoreSplit, add_core_arguments, describe, taskset
 from benchmarks.servers import Contender, serve
 from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
@@ -139,11 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         log("benchmarks.run: error: wrk not found (apt-get install wrk)")
         return 2
-    mode = dict(QUICK if args.quick else FULL)
-    if args.concurrency:
-        mode["concurrency"] = tuple(int(c) for c in args.concurrency.split(","))
-    if args.duration:
-        mode["duration_s"] = args.duration
+    mode = mode_from_args(args, QUICK, FULL)
     split = CoreSplit.from_args(args)
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / ("quick" if args.quick else "")
     logs = out / "logs"

@@ -28,7 +28,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.loadgen import Point, wrk
+from benchmarks.loadgen import Point, mode_from_args, wrk
 from benchmarks.machine import CoreSplit, add_core_arguments, describe, process_tree_cpu_seconds
 from benchmarks.peers import report, stacks, venvs
 from benchmarks.peers.servers.peer_model import Classifier
@@ -238,11 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         log("benchmarks.peers: error: wrk not found (apt-get install wrk)")
         return 2
-    mode = dict(QUICK if args.quick else FULL)
-    if args.concurrency:
-        mode["concurrency"] = tuple(int(c) for c in args.concurrency.split(","))
-    if args.duration:
-        mode["duration_s"] = args.duration
+    mode = mode_from_args(args, QUICK, FULL)
     split = CoreSplit.from_args(args)
     threads = args.threads or len(split.server)  # every peer's model: one thread per server core
     out = Path(args.out) if args.out else (BUILD / "results-quick" if args.quick
