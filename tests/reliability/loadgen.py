@@ -48,9 +48,11 @@ class LoadResult:
         return sum(1 for o in self.outcomes if o.status == 200 and start <= o.done_at < end) / (end - start)
 
     def goodput(self) -> float:
-        """200s per second from the first start to the last 200, so answers after the window count too."""
-        done = [o.done_at for o in self.outcomes if o.status == 200]
-        return len(done) / (max(done) - self.started) if done else 0.0
+        """200s per second of the window, counting the requests sent in it (an answer that comes after the
+        window counts; a straggler does not stretch the window)."""
+        end = self.started + self.duration
+        return sum(1 for o in self.outcomes if o.status == 200 and o.sent_at is not None
+                   and self.started <= o.sent_at < end) / self.duration
 
     def latencies(self, start: float | None = None, end: float | None = None) -> list[float]:
         start = self.started if start is None else start
