@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from benchmarks.goals import arrangement
+
 VERDICT = {True: "**pass**", False: "**FAIL**", None: "not measured"}
 
 
@@ -34,9 +36,6 @@ def busy_warning(results: dict) -> list[str]:
             "these numbers are not representative.**"), ""]
 
 
-ORDER_NAMES = {"arrival": "arrival order", "length": "grouped by length"}
-
-
 def goals_table(goals: list[dict]) -> list[str]:
     lines = ["| precision | goal | target | measured | result | detail |", "| --- | --- | --- | --- | --- | --- |"]
     for g in goals:
@@ -55,18 +54,20 @@ def comparisons_table(comparisons: list[dict]) -> list[str]:
 
 
 def limits_table(limits: dict[str, dict]) -> list[str]:
-    """One row per precision and batch order (arrival order, or grouped by length); the limit in bold."""
+    """One row per precision, batch order (arrival order, or grouped by length) and arrangement (one batch
+    at a time on every thread, or one single-threaded batch per thread at once); the limit in bold."""
     sizes = sorted({r["batch_size"] for limit in limits.values() for r in limit["sweep"]})
     lines = ["| precision | batches | " + " | ".join(f"batch {b}" for b in sizes)
              + " | single text p50 | CPU ms/text at the limit |", "| --- | --- |" + " --- |" * (len(sizes) + 2)]
     for precision, limit in limits.items():
-        orders = dict.fromkeys(r.get("order", "arrival") for r in limit["sweep"])
-        for order in orders:
-            rows = {r["batch_size"]: r for r in limit["sweep"] if r.get("order", "arrival") == order}
-            best = limit.get("best_order", "arrival") == order
+        kinds = dict.fromkeys((r.get("order", "arrival"), r.get("lanes", 1)) for r in limit["sweep"])
+        for order, lanes in kinds:
+            rows = {r["batch_size"]: r for r in limit["sweep"]
+                    if (r.get("order", "arrival"), r.get("lanes", 1)) == (order, lanes)}
+            best = (limit.get("best_order", "arrival"), limit.get("best_lanes", 1)) == (order, lanes)
             cells = ["–" if b not in rows else f"**{rows[b]['texts_per_s']:,.0f}**"
                      if best and b == limit["best_batch_size"] else f"{rows[b]['texts_per_s']:,.0f}" for b in sizes]
-            lines.append(f"| {precision} | {ORDER_NAMES.get(order, order)} | " + " | ".join(cells)
+            lines.append(f"| {precision} | {arrangement(order, lanes, limit.get('threads', 1))} | " + " | ".join(cells)
                          + f" | {limit['single_text_p50_ms']:.2f} ms | {limit['cpu_ms_per_text']:.2f} |")
     return lines
 

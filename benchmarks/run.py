@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     for precision in precisions:
         limit = measure_limit(package, precision, split, mode["limit_s"], args.data)
         results["limits"][precision] = limit
-        log(f"limit {precision}: {limit['texts_per_s']:,.0f} texts/s at batch {limit['best_batch_size']} "
-            f"({limit['best_order']} order), "
+        log(f"limit {precision}: {limit['texts_per_s']:,.0f} texts/s ({goals.limit_name(limit)}), "
             f"single text {limit['single_text_p50_ms']:.2f} ms")
 
     failed = False

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
+from benchmarks.goals import limit_name
 from benchmarks.report import (
     VERDICT,
     busy_warning,
@@ -117,9 +118,7 @@ def runs_table(runs: list[dict]) -> list[str]:
 
 
 def _limit_lines(limits: dict) -> list[str]:
-    orders = {"arrival": "arrival order", "length": "grouped by length"}
-    return [f"- ONNX Runtime in-process, {name}: **{limit['texts_per_s']:,.0f} texts/s** (batches of "
-            f"{limit['best_batch_size']}, {orders.get(limit['best_order'], limit['best_order'])}), one text "
+    return [f"- ONNX Runtime in-process, {name}: **{limit['texts_per_s']:,.0f} texts/s** ({limit_name(limit)}), one text "
             f"{limit['single_text_p50_ms']:.2f} ms, {limit['cpu_ms_per_text']:.2f} ms CPU per text"
             for name, limit in limits.items()]
 

@@ -28,6 +28,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks.goals import limit_name
 from benchmarks.loadgen import Point, mode_from_args, wrk
 from benchmarks.machine import CoreSplit, add_core_arguments, describe, process_tree_cpu_seconds
 from benchmarks.peers import report, stacks, venvs
@@ -278,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         limit = measure_limit(package, precision, split, mode["limit_s"], args.data, limit_threads)
         results["limits"][f"{limit_threads} thread{'s' * (limit_threads > 1)}"] = limit
-        log(f"in-process {precision}, {limit_threads} thread(s): {limit['texts_per_s']:,.0f} texts/s at batch "
-            f"{limit['best_batch_size']} ({limit['best_order']} order), single text {limit['single_text_p50_ms']:.2f} ms")
+        log(f"in-process {precision}, {limit_threads} thread(s): {limit['texts_per_s']:,.0f} texts/s "
+            f"({limit_name(limit)}), single text {limit['single_text_p50_ms']:.2f} ms")
 
     texts = load_texts(args.data)
     reference = Classifier(str(package.path), precision, threads)

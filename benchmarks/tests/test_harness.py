@@ -15,7 +15,7 @@ from benchmarks import goals
 from benchmarks.loadgen import measure_point
 from benchmarks.machine import CoreSplit
 from benchmarks.profile_service import IDLE, gil_holders, wall_by_thread
-from benchmarks.workload import write_bodies
+from benchmarks.workload import REPO, write_bodies
 
 
 def point(c: int, throughput: float, p50: float = 1.0) -> dict:
@@ -152,3 +152,36 @@ def test_the_default_split_serves_on_the_whole_machine():
     assert CoreSplit.from_args(core_args(threads=1)).threads == 1
     strict = CoreSplit.from_args(core_args(server="0", client="1"))  # the client on a core of its own
     assert (strict.server, strict.client, strict.threads) == ((0,), (1,), 1)
+
+
+def test_the_limit_runs_whole_passes_with_several_batches_at_once():
+    """Batches at once, each on its own thread: every batch of every pass runs exactly once per pass, so every
+    length is in the measurement, and the arrangement is recorded."""
+    from benchmarks.inprocess import time_batch_size
+    from encoder_serve import onnx_runtime
+    from encoder_serve.package import load_package
+    from encoder_serve.tokenization import load_tokenizer
+
+    package = load_package(REPO / "models" / "emotion")
+    session = onnx_runtime.session(package.model_path("fp32"), 1)
+    tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
+    texts = [("word " * n).strip() for n in range(1, 41)]
+    result = time_batch_size(session, tokenizer, texts, 4, 0.0, "length", lanes=2)
+    assert result["lanes"] == 2
+    assert result["batches"] > 0 and result["batches"] % 10 == 0  # 40 texts in batches of 4: passes of 10
+    assert result["texts_per_s"] > 0 and result["cpu_ms_per_text"] > 0
+
+
+def test_the_limit_table_names_each_arrangement_and_marks_the_best():
+    from benchmarks.report import limits_table
+
+    def row(batch, lanes, rate):
+        return {"batch_size": batch, "order": "length", "lanes": lanes, "texts_per_s": rate}
+
+    limit = {"threads": 2, "texts_per_s": 300.0, "best_batch_size": 2, "best_order": "length", "best_lanes": 2,
+             "single_text_p50_ms": 1.0, "cpu_ms_per_text": 0.5,
+             "sweep": [row(2, 1, 200.0), row(4, 1, 250.0), row(2, 2, 300.0), row(4, 2, 280.0)]}
+    lines = limits_table({"int8": limit})
+    assert "grouped by length, one at a time (2 threads) | 200 | 250 |" in lines[2]
+    assert "grouped by length, 2 at once (1 thread each) | **300** | 280 |" in lines[3]
+    assert goals.limit_name(limit) == "batches of 2 grouped by length, 2 at once (1 thread each)"
