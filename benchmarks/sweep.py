@@ -2,11 +2,12 @@
 
     python -m benchmarks.sweep MAX_PADDING_RATIO=0.05,0.1,0.2 --concurrency 64,256 --rounds 2
 
-Each round starts the service once per value (its defaults otherwise, as `make bench` runs it) and measures
-every concurrency with wrk; rounds repeat the values in the same order, so a host that gets busier or
-quieter during the run moves every value alike. Besides throughput and latency it reads the service's own
-/metrics after each point: mean texts per model call and mean padding ratio over the point and its warm-up,
-which is what batch settings change. Writes `sweep-<NAME>.json` and `.md` under benchmarks/results/sweeps/.
+Each round starts the service once per value (its defaults otherwise, as `make bench` runs it) and
+measures every concurrency with wrk (with several texts per request, only the client counts whose texts
+in flight stay within half the queue, as in `make bench`); rounds repeat the values in the same order, so
+a host that gets busier or quieter during the run moves every value alike. Besides throughput and latency
+it reads the service's own /metrics around each point: mean texts per model call and mean padding ratio
+over the point and its warm-up, which is what batch settings change. Writes `sweep-<NAME>.json` and `.md` under benchmarks/results/sweeps/.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from benchmarks import report
 from benchmarks.loadgen import measure_point
 from benchmarks.machine import CoreSplit, add_core_arguments, describe
-from benchmarks.run import contenders
+from benchmarks.run import contenders, levels
 from benchmarks.servers import serve
 from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
 from encoder_serve.package import load_package
@@ -41,6 +42,31 @@ def histogram_totals(url: str, names: tuple[str, ...]) -> dict[str, tuple[float,
 def mean_between(before: tuple[float, float], after: tuple[float, float]) -> float:
     count = after[1] - before[1]
     return (after[0] - before[0]) / count if count else 0.0
+
+
+def markdown(results: dict) -> str:
+    """One row per request shape, client count and value (values side by side), medians over the rounds."""
+    lines = [f"# {results['setting']}: {', '.join(results['values'])}", "",
+             f"Measured {report.machine_line(results)}.", "",
+             (f"`{results['command']}`: {results['precision']}, {results['rounds']} interleaved rounds, "
+             f"{results['duration_s']} s per point; the median over rounds, the rounds' range in brackets."), "",
+             "| texts/request | clients | value | texts/s | p99 ms | CPU ms/text | mean batch | mean padding |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    rows = results["rows"]
+    shapes = sorted({(r["texts_per_request"], r["concurrency"]) for r in rows})
+    for tpr, c in shapes:
+        for value in results["values"]:
+            same = [r for r in rows if (r["texts_per_request"], r["concurrency"], r["value"]) == (tpr, c, value)]
+            if not same:
+                continue
+            rate = [r["throughput"] for r in same]
+            lines.append(f"| {tpr} | {c} | {value} | {statistics.median(rate):,.0f} "
+                         f"[{min(rate):,.0f}–{max(rate):,.0f}] "
+                         f"| {statistics.median(r['p99_ms'] for r in same):.0f} "
+                         f"| {statistics.median(r['server_cpu_ms_per_request'] for r in same):.3f} "
+                         f"| {statistics.median(r['mean_batch'] for r in same):.1f} "
+                         f"| {statistics.median(r['mean_padding'] for r in same):.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 with serve(service, split.server, Path(tmp) / "server.log") as s:
                     for tpr in (int(t) for t in args.texts_per_request.split(",")):
                         bodies = write_bodies(texts, Path(tmp) / f"bodies-{tpr}.txt", tpr)
-                        for c in (int(c) for c in args.concurrency.split(",")):
+                        for c in levels(tuple(int(c) for c in args.concurrency.split(",")), tpr):
                             before = histogram_totals(s.url, HISTOGRAMS)
                             point = measure_point(s.url, s.pid, bodies, c, args.duration, 2, split.client,
                                                   split.server, tpr)
@@ -92,24 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                                   f"mean batch {row['mean_batch']:.1f}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"machine": describe(split), "setting": name, "precision": args.precision, "rows": rows}
+    results = {"machine": describe(split), "setting": name, "values": values.split(","), "precision": args.precision,
+               "rounds": args.rounds, "duration_s": args.duration,
+               "command": f"python -m benchmarks.sweep {args.setting} --concurrency {args.concurrency} "
+                          f"--texts-per-request {args.texts_per_request} --rounds {args.rounds}", "rows": rows}
     (out / f"sweep-{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [f"# {name}: {', '.join(values.split(','))}", "", f"Measured {report.machine_line(results)}.",
-             "", (f"`python -m benchmarks.sweep {args.setting} --concurrency {args.concurrency} --texts-per-request "
-             f"{args.texts_per_request} --rounds {args.rounds}`: {args.precision}, {args.rounds} interleaved rounds, {args.duration} s per point; the median "
-             "over rounds, the rounds' range in brackets."), "",
-             "| texts/request | clients | value | texts/s | p99 ms | CPU ms/text | mean batch | mean padding |",
-             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-    keys = dict.fromkeys((r["texts_per_request"], r["concurrency"], r["value"]) for r in rows)
-    for tpr, c, value in keys:
-        same = [r for r in rows if (r["texts_per_request"], r["concurrency"], r["value"]) == (tpr, c, value)]
-        rate = [r["throughput"] for r in same]
-        lines.append(f"| {tpr} | {c} | {value} | {statistics.median(rate):,.0f} [{min(rate):,.0f}–{max(rate):,.0f}] "
-                     f"| {statistics.median(r['p99_ms'] for r in same):.0f} "
-                     f"| {statistics.median(r['server_cpu_ms_per_request'] for r in same):.3f} "
-                     f"| {statistics.median(r['mean_batch'] for r in same):.1f} "
-                     f"| {statistics.median(r['mean_padding'] for r in same):.3f} |")
-    (out / f"sweep-{name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"sweep-{name}.md").write_text(markdown(results))
     print(f"wrote {out / f'sweep-{name}.json'}, .md")
     return 0
 
