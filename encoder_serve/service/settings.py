@@ -13,13 +13,30 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" in µs, or "max <period>"
+MAX_AUTO_WORKERS = 8  # beyond this many CPUs, the default gives each worker more model threads instead
+
+
+def cgroup_cpus(path: Path | None = None) -> int | None:
+    """The CPU quota of this process's cgroup (Docker's --cpus, a Kubernetes CPU limit), rounded up to whole
+    CPUs; None where there is none or no cgroup v2."""
+    try:
+        quota, period = (path or CGROUP_CPU_MAX).read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, -(-int(quota) // int(period)))
+
 
 def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, which container CPU sets narrow), not the host's."""
+    """CPUs this process may use: its affinity mask (which container CPU sets narrow) and its cgroup's CPU
+    quota (which a container CPU limit sets), not the host's."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    return min(cpus, cgroup_cpus() or cpus)
 
 
 class Settings(BaseSettings):
@@ -31,7 +48,9 @@ class Settings(BaseSettings):
     ops_port: int = Field(8001, ge=0, le=65535, description="Operations port: /healthz, /readyz and /metrics on "
                                                             "their own thread, answered even while the event loop "
                                                             "is flooded (0 turns it off).")
-    workers: int = Field(1, ge=1, le=64, description="Worker processes, each with its own model.")
+    workers: int | None = Field(
+        None, ge=1, le=64, description=f"Worker processes, each with its own model, event loop and model threads; "
+                                       f"default: one per usable CPU, at most {MAX_AUTO_WORKERS}.")
     precision: Literal["auto", "fp32", "int8"] = Field(
         "auto", description="auto serves int8 only when the package marks it servable and batch-invariant.")
     model_threads: int | None = Field(
@@ -74,13 +93,15 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("api_key", "ort_intra_op_threads", "model_threads", mode="before")
+    @field_validator("api_key", "ort_intra_op_threads", "model_threads", "workers", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.workers is None:
+            self.workers = min(available_cpus(), MAX_AUTO_WORKERS)
         if self.ops_port and self.ops_port == self.port:
             raise ValueError(f"OPS_PORT ({self.ops_port}) must differ from PORT, or be 0 to turn it off")
         if self.max_queue_size < self.max_inputs_per_request:

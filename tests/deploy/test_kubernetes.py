@@ -108,16 +108,16 @@ def cpus(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
-def test_model_threads_follow_the_cpu_limit(overlay):
+def test_workers_follow_the_cpu_limit(overlay):
     _, resources = overlay
     c = container(resources)
     assert c["resources"]["requests"].keys() >= {"cpu", "memory"}
     assert c["resources"]["limits"].keys() >= {"cpu", "memory"}
-    threads = next(e for e in c["env"] if e["name"] == "MODEL_THREADS")
-    ref = threads["valueFrom"]["resourceFieldRef"]
+    workers = next(e for e in c["env"] if e["name"] == "WORKERS")
+    ref = workers["valueFrom"]["resourceFieldRef"]
     assert (ref["resource"], ref["containerName"], str(ref["divisor"])) == ("limits.cpu", c["name"], "1")
-    # Kubernetes rounds the limit up to whole CPUs; one worker then gets all of them
-    assert config_env(resources)["WORKERS"] == "1"
+    # Kubernetes rounds the limit up to whole CPUs: a worker per CPU, one model thread each
+    assert config_env(resources)["MODEL_THREADS"] == "1"
     assert math.ceil(cpus(c["resources"]["limits"]["cpu"])) >= 1
 
 

@@ -30,7 +30,7 @@ FLOOD_REQUESTS, FLOOD_TEXTS, VICTIMS = 20, 64, 20
 @pytest.fixture(scope="module")
 def backlogged_server(model_dir, tmp_path_factory):
     """One text per model call, a long deadline and no queue-delay bound: a flood builds a backlog of seconds."""
-    live = start(model_dir, tmp_path_factory.mktemp("backlogged"), MAX_BATCH_SIZE="1",
+    live = start(model_dir, tmp_path_factory.mktemp("backlogged"), WORKERS="1", MAX_BATCH_SIZE="1",
                  MAX_INPUTS_PER_REQUEST=str(FLOOD_TEXTS), MAX_QUEUE_SIZE="100000", REQUEST_TIMEOUT_S="300",
                  MAX_QUEUE_DELAY_MS="0")  # no admission by time: the backlog is the point
     yield live

@@ -14,7 +14,9 @@ from tests.prometheus import sample, scrape
 
 @pytest.fixture(scope="module")
 def holding(package):
-    env = {"MAX_WAIT_MS": "10000", "MAX_BATCH_SIZE": "64", "MAX_QUEUE_SIZE": "4", "MAX_INPUTS_PER_REQUEST": "4"}
+    # the queue and the caps are per worker: one worker, so that every request meets the same ones
+    env = {"WORKERS": "1", "MAX_WAIT_MS": "10000", "MAX_BATCH_SIZE": "64", "MAX_QUEUE_SIZE": "4",
+           "MAX_INPUTS_PER_REQUEST": "4"}
     with LiveServer(package, env=env) as live:
         yield live
 
@@ -51,7 +53,7 @@ def test_full_queue_gets_429_with_retry_after_and_a_deadline_gets_504(holding):
 
 
 def test_requests_past_the_concurrency_cap_get_429_before_their_body_is_read(package):
-    env = {"MAX_WAIT_MS": "10000", "MAX_BATCH_SIZE": "64", "MAX_CONCURRENT_REQUESTS": "1"}
+    env = {"WORKERS": "1", "MAX_WAIT_MS": "10000", "MAX_BATCH_SIZE": "64", "MAX_CONCURRENT_REQUESTS": "1"}
     with LiveServer(package, env=env) as live:
         replies = {}
         waiting = threading.Thread(target=lambda: replies.setdefault("held", httpx.post(

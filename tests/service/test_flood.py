@@ -65,7 +65,13 @@ def flood(package, emotion_test_rows, tmp_path_factory):
         for t in threads:
             t.join()
         outcome["wrk"] = wrk.communicate(timeout=60)[0]
-        outcome["metrics"] = scrape(server.url)
+        # counted once answered: wait until what the flood left in progress is done (refusals are counted
+        # by reason when refused and by status when answered, a moment apart)
+        deadline = time.monotonic() + 60
+        while sample(metrics := scrape(server.url), "encoder_serve_in_flight_requests") and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        outcome["metrics"] = metrics
     return outcome
 
 

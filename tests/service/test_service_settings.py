@@ -7,9 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from encoder_serve.service import settings
 from encoder_serve.service.settings import load_settings
 
 
@@ -18,12 +20,37 @@ def test_defaults_follow_the_service_contract(monkeypatch):
                  "WORKERS", "MODEL_THREADS", "ORT_INTRA_OP_THREADS", "MAX_QUEUE_DELAY_MS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # a 4-CPU machine
+    monkeypatch.setattr(settings, "CGROUP_CPU_MAX", Path("/nonexistent/cpu.max"))  # and no CPU quota
     s = load_settings()
     assert (s.port, s.ops_port, s.workers, s.precision, s.max_batch_size, s.max_wait_ms, s.max_inputs_per_request,
-            s.max_queue_delay_ms) == (8000, 8001, 1, "auto", 64, 0.0, 64, 500.0)
+            s.max_queue_delay_ms, s.max_padding_ratio) == (8000, 8001, 4, "auto", 64, 0.0, 64, 500.0, 0.1)
     assert s.api_key is None
-    assert (s.batch_threads, s.intra_op_threads) == (4, 1)  # one batch per CPU, one ORT thread each
+    # a worker per CPU, one batch at a time each, one ORT thread per batch
+    assert (s.batch_threads, s.intra_op_threads) == (1, 1)
+    assert load_settings(workers=1).batch_threads == 4
     assert load_settings(workers=2).batch_threads == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert load_settings().workers == settings.MAX_AUTO_WORKERS  # a big machine: more threads per worker
+    assert load_settings().batch_threads == 64 // settings.MAX_AUTO_WORKERS
+
+
+@pytest.mark.parametrize("cpu_max, cpus", [("200000 100000\n", 2), ("150000 100000", 2), ("50000 100000", 1),
+                                           ("max 100000", None), ("", None), ("garbage", None)])
+def test_a_cgroup_cpu_quota_is_read_in_whole_cpus(tmp_path, cpu_max, cpus):
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    assert settings.cgroup_cpus(path) == cpus
+
+
+def test_a_cpu_quota_narrows_the_default_workers(monkeypatch, tmp_path):
+    """A container limited to 2 CPUs on a 16-CPU node sees 16 in its affinity mask: the quota decides."""
+    (tmp_path / "cpu.max").write_text("200000 100000\n")
+    monkeypatch.delenv("WORKERS", raising=False)
+    monkeypatch.delenv("MODEL_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(settings, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
+    s = load_settings()
+    assert (settings.available_cpus(), s.workers, s.batch_threads) == (2, 2, 1)
 
 
 def test_environment_variables_set_the_knobs(monkeypatch):

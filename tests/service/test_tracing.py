@@ -23,7 +23,8 @@ SERVER_KIND = 2  # SPAN_KIND_SERVER in the OTLP protobuf
 def traced(package, tmp_path_factory):
     log = tmp_path_factory.mktemp("traced") / "service.log"
     with Receiver() as receiver:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "encoder-serve-test",
+        # one worker: prometheus_client keeps exemplars only then
+        env = {"WORKERS": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "encoder-serve-test",
                "OTEL_BSP_SCHEDULE_DELAY": "100", "LOG_LEVEL": "info"}
         with LiveServer(package, env=env, log_path=log) as server:
             yield server, receiver, log
