@@ -93,7 +93,9 @@ def evaluate(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
 
 
 def comparisons(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
-    """Ratios worth knowing that are not goals: batching on vs off, the service vs the naive baseline."""
+    """Ratios worth knowing that are not goals: batching on vs off, the service against the limit's other
+    arrangement of threads (one batch at a time on all of them) when the limit is the other, and against
+    the naive baseline."""
     results = []
     naive = find_run(runs, "naive")
     for precision, limit in limits.items():
@@ -111,6 +113,17 @@ def comparisons(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
                                     min(ratios.values()), None,
                                     ", ".join(f"c={c}: {r:.2f}x" for c, r in sorted(ratios.items()))
                                     + f"; in-process, best batch over batch 1: {batching_ceiling(limit):.2f}x"))
+        serial = [r for r in limit["sweep"] if r.get("lanes", 1) == 1]
+        if limit.get("best_lanes", 1) > 1 and serial:
+            # the limit as one session with every thread on one batch measures it: what the ratios would be
+            top = max(serial, key=lambda r: r["texts_per_s"])
+            multi = find_run(runs, "service-multi", precision, texts_per_request=MULTI_TEXTS)
+            shapes = [("1 text", best)] + ([(f"{MULTI_TEXTS} texts", best_throughput(multi))] if multi else [])
+            results.append(goal(precision, "vs one batch at a time", "the limit's other arrangement",
+                                best / top["texts_per_s"], None,
+                                ", ".join(f"{name}/request: {rate / top['texts_per_s']:.2f}x" for name, rate in shapes)
+                                + f" ({top['texts_per_s']:,.0f} texts/s: batches of {top['batch_size']} "
+                                + arrangement(top["order"], 1, limit.get("threads", 1)) + ")"))
         if naive is not None:
             results.append(goal(precision, "vs naive baseline", "best throughput", best / best_throughput(naive),
                                 None, f"{best:,.0f} / {best_throughput(naive):,.0f} texts/s"))

@@ -185,3 +185,18 @@ def test_the_limit_table_names_each_arrangement_and_marks_the_best():
     assert "grouped by length, one at a time (2 threads) | 200 | 250 |" in lines[2]
     assert "grouped by length, 2 at once (1 thread each) | **300** | 280 |" in lines[3]
     assert goals.limit_name(limit) == "batches of 2 grouped by length, 2 at once (1 thread each)"
+
+
+def test_against_a_two_arrangement_limit_the_other_arrangement_is_reported_as_a_comparison():
+    limit = {"threads": 2, "texts_per_s": 1000.0, "best_batch_size": 32, "best_order": "length", "best_lanes": 2,
+             "single_text_p50_ms": 1.0, "cpu_ms_per_text": 1.0,
+             "sweep": [{"batch_size": 1, "order": "arrival", "lanes": 1, "texts_per_s": 300.0},
+                       {"batch_size": 64, "order": "length", "lanes": 1, "texts_per_s": 800.0},
+                       {"batch_size": 32, "order": "length", "lanes": 2, "texts_per_s": 1000.0}]}
+    runs = [run("service", True, [point(64, 720.0)]), multi([point(64, 960.0)])]
+    other = next(c for c in goals.comparisons({"fp32": limit}, runs) if c["goal"] == "vs one batch at a time")
+    assert other["measured"] == 0.9 and other["pass"] is None
+    assert "1 text/request: 0.90x, 8 texts/request: 1.20x" in other["detail"]
+    assert "batches of 64 grouped by length, one at a time (2 threads)" in other["detail"]
+    # the goals are judged against the better arrangement
+    assert {g["goal"]: g["measured"] for g in goals.evaluate({"fp32": limit}, runs)}["saturation"] == 0.72
