@@ -40,7 +40,7 @@ from encoder_serve.service.metrics import (
 from encoder_serve.service.middleware import FastEndpoint, RequestContext
 from encoder_serve.service.pipeline import InferencePipeline
 from encoder_serve.service.playground import add_playground
-from encoder_serve.service.probes import OpsServer
+from encoder_serve.service.probes import LoopLag, OpsServer
 from encoder_serve.service.schemas import classify_request_model, explain_request_model
 from encoder_serve.service.settings import Settings, load_settings
 from encoder_serve.service.state import Service
@@ -87,6 +87,8 @@ async def lifespan(app: FastAPI):
     admission: Admission = app.state.admission
     settings = service.settings
     service.health.start_heartbeat(asyncio.get_running_loop())
+    loop_lag = LoopLag(service.metrics.loop_lag.set)
+    loop_lag.start(asyncio.get_running_loop())
     ops = None
     if settings.ops_port:
         ops = OpsServer(settings.host, settings.ops_port, service.health, service.package.ref,
@@ -121,6 +123,7 @@ async def lifespan(app: FastAPI):
                 service.tracing.shutdown()
             forget_this_process()
     finally:
+        loop_lag.stop()
         if ops is not None:
             ops.stop()
 

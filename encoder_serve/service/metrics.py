@@ -59,6 +59,9 @@ class ServiceMetrics:
                                        buckets=RATIO_BUCKETS, **r)
         self.queue_depth = Gauge(PREFIX + "queue_depth", "Texts waiting for a batch.",
                                  multiprocess_mode="livesum", **r)
+        self.loop_lag = Gauge(PREFIX + "event_loop_lag_seconds", "How late the event loop runs a callback that "
+                              "is due, the largest of the last third of a second (what a request that arrives "
+                              "waits before admission sees it).", multiprocess_mode="livemax", **r)
         self.in_flight = Gauge(PREFIX + "in_flight_requests", "Requests being handled.",
                                multiprocess_mode="livesum", **r)
         self.texts = Counter(PREFIX + "texts_total", "Texts classified.", **r)

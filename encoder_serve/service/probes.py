@@ -9,6 +9,9 @@ operations port (OPS_PORT) is served by a small HTTP server on its own thread, o
     GET /readyz,  /v2/health/ready   readiness: 200 once the model is loaded and warmed up, until drain
     GET /metrics                     the same exposition as the main port's /metrics
 
+`LoopLag` measures how late the event loop runs what is due (event_loop_lag_seconds): how busy it is,
+which the operations port, being off the loop, can report while it is.
+
 Liveness means "the process can still serve", not "the event loop answered": the event loop has ticked
 within STALL_S (a heartbeat it schedules every half second), the batcher's scheduler task is running, and
 no model call has been running for longer than STUCK_S. Busy is alive; wedged is not. With several
@@ -23,6 +26,7 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -31,6 +35,49 @@ log = logging.getLogger("encoder_serve.probes")
 STALL_S = 10.0  # event loop silent this long: not alive
 STUCK_S = 120.0  # one model call running this long: not alive
 HEARTBEAT_S = 0.5
+LAG_TICK_S = 0.01  # the lag probe is due this often
+LAG_TICKS = 32  # the lag is the largest of this many recent ticks (about a third of a second)
+
+
+class LoopLag:
+    """How late the event loop runs a callback that is due: what a request that has just arrived waits
+    before the application sees it (the HTTP server hands each request to the loop as a callback), and the
+    plainest sign that the Python side of a worker is saturated. A timer every LAG_TICK_S records how late
+    it fired; `seconds` is the largest of the last LAG_TICKS, exported as event_loop_lag_seconds. Costs a
+    hundred callbacks a second. (Added to the queued work at admission, it changed nothing measurable
+    in the overload test, so admission does not use it.)"""
+
+    def __init__(self, observe: Callable[[float], None] | None = None):
+        self._samples: deque[float] = deque(maxlen=LAG_TICKS)
+        self._observe = observe
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return max(self._samples, default=0.0)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._loop = None
+
+    def _schedule(self) -> None:
+        self._due = self._loop.time() + LAG_TICK_S
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        lag = max(0.0, self._loop.time() - self._due)
+        self._samples.append(lag)
+        if self._observe is not None:
+            self._observe(self.seconds)
+        self._schedule()
 
 
 class Health:

@@ -17,7 +17,7 @@ from encoder_serve.service.admission import OVERRUN_REQUESTS, Admission
 from encoder_serve.service.app import create_app
 from encoder_serve.service.batching import Batcher, DeadlineExceeded
 from encoder_serve.service.metrics import ServiceMetrics
-from encoder_serve.service.probes import STALL_S, STUCK_S, Health, OpsServer
+from encoder_serve.service.probes import STALL_S, STUCK_S, Health, LoopLag, OpsServer
 from encoder_serve.service.settings import load_settings
 from encoder_serve.service.testing import free_port
 from tests.prometheus import parse, sample
@@ -48,6 +48,31 @@ def test_work_queued_beyond_the_budget_is_refused_with_a_retry_after_of_when_it_
     assert registry.get_sample_value("encoder_serve_rejected_total", {"reason": "queue_delay"}) == 1
     gate.work_ahead_s = lambda: 0.1
     assert gate.enter(routes.CLASSIFY, CLASSIFY_HEADERS) is None
+
+
+def test_a_late_event_loop_shows_in_its_lag_gauge():
+    """A flooded loop runs what has just arrived late: the lag probe measures how late, and the gauge shows
+    the largest recent lag until newer ticks push it out."""
+    async def scenario() -> tuple:
+        registry = CollectorRegistry()
+        loop_lag = LoopLag(ServiceMetrics(registry).loop_lag.set)
+        loop_lag.start(asyncio.get_running_loop())
+        try:
+            await asyncio.sleep(0.05)
+            idle = loop_lag.seconds
+            time.sleep(0.15)  # noqa: ASYNC251 (blocking on purpose: a flood keeps the loop this busy)
+            await asyncio.sleep(0.02)  # the lag probe fires, about 140 ms late
+            lag = loop_lag.seconds
+            gauge = registry.get_sample_value("encoder_serve_event_loop_lag_seconds")
+            await asyncio.sleep(0.6)  # more than LAG_TICKS ticks later, on an idle loop
+            return idle, lag, gauge, loop_lag.seconds
+        finally:
+            loop_lag.stop()
+
+    idle, lag, gauge, later = asyncio.run(scenario())
+    assert idle < 0.05
+    assert 0.1 < lag < 1 and gauge == lag
+    assert later < 0.05
 
 
 def test_promises_that_turn_out_late_make_admission_stricter_and_only_answered_requests_teach_it():
