@@ -115,7 +115,7 @@ def comparisons(limits: dict[str, dict], runs: list[dict]) -> list[dict]:
                                     + f"; in-process, best batch over batch 1: {batching_ceiling(limit):.2f}x"))
         serial = [r for r in limit["sweep"] if r.get("lanes", 1) == 1]
         if limit.get("best_lanes", 1) > 1 and serial:
-            # the limit as one session with every thread on one batch measures it: what the ratios would be
+            # what the ratios would be against the other arrangement alone (the only one until 2026-12-07)
             top = max(serial, key=lambda r: r["texts_per_s"])
             multi = find_run(runs, "service-multi", precision, texts_per_request=MULTI_TEXTS)
             shapes = [("1 text", best)] + ([(f"{MULTI_TEXTS} texts", best_throughput(multi))] if multi else [])

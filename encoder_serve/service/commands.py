@@ -14,8 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-dir", help="model package directory (MODEL_DIR)")
     parser.add_argument("--host", help="interface to bind (HOST)")
     parser.add_argument("--port", type=int, help="port (PORT, default 8000)")
-    parser.add_argument("--workers", type=int, help="worker processes, each with its own model (WORKERS, default: one per usable CPU, "
-                                                         "at most 8)")
+    parser.add_argument("--workers", type=int, help="worker processes, each with its own model (WORKERS, default: "
+                                                         "one per usable CPU, at most 8)")
     parser.set_defaults(func=run)
 
 
