@@ -1,7 +1,8 @@
 """Soak: SOAK_S seconds (default 300) at SOAK_FRACTION (0.7) of the measured capacity, open loop.
 
 Zero errors, resident memory growth under 10% (first tenth of the run against the last tenth, after a
-warm-up tenth), and stable latency (the last minute's p50 and p99 against the first minute's).
+warm-up tenth), and stable latency (the last minute's p50 and p99 against the first minute's); the load
+client may fall behind on at most 0.1% of the requests it was to send.
 
 Knobs (environment): SOAK_S, SOAK_FRACTION, TEXTS_PER_REQUEST (4), CAPACITY_S (10).
 """
@@ -60,7 +61,10 @@ def test_long_run_below_capacity_has_no_errors_no_leak_and_stable_latency(model_
 
     assert alive
     assert set(counts) == {200}, f"errors during the soak: {counts}"
-    assert soak.not_offered == 0
+    # The load client shares the machine with the service: a handful of requests it fell behind on sending
+    # do not change what the soak measures, a client that could not keep up at all would
+    assert soak.not_offered <= 0.001 * (len(soak.outcomes) + soak.not_offered), (
+        f"the load client could not offer {soak.not_offered} requests: the soak did not run at {FRACTION:.0%}")
     assert late_rss < 1.10 * early_rss, f"resident memory grew {late_rss / early_rss - 1:.1%}"
     # Stable latency: generous bounds, since other work on a shared machine moves latency too.
     assert percentile(last, 0.5) < 2 * percentile(first, 0.5) + 0.005
