@@ -187,8 +187,9 @@ def contenders(cores: int, shapes: list[tuple[int, int]] | None = None) -> list[
               encoder_serve_scores, _encoder_serve, ports=("http", "ops"),
               config={"command": "python -m encoder_serve.service",
                       "environment": "MODEL_DIR, HOST, PORT, OPS_PORT only: every other setting at its default",
-                      "batching": "its own dynamic batcher (defaults: MAX_BATCH_SIZE=64, MAX_WAIT_MS=0, several "
-                                  "batches at once, one per usable CPU, 1 ONNX Runtime thread each)"}),
+                      "batching": "its own dynamic batcher (defaults: a worker per usable CPU, each with one "
+                                  "model thread on 1 ONNX Runtime thread; MAX_BATCH_SIZE=64, MAX_WAIT_MS=0, "
+                                  "MAX_PADDING_RATIO=0.1)"}),
         Stack("naive", "naive FastAPI + ONNX Runtime", "naive", "/v1/classify", lambda t: {"inputs": t},
               dict_scores, _naive, threads=cores,
               config={"model processes": 1, "ONNX Runtime intra-op threads": cores,
