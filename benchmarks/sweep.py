@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import report
 from benchmarks.loadgen import measure_point
@@ -34,9 +35,9 @@ HISTOGRAMS = ("encoder_serve_batch_size", "encoder_serve_padding_ratio")  # thei
 
 def histogram_totals(url: str, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
     """(sum, count) of unlabelled histograms, from the service's /metrics."""
-    metrics = urllib.request.urlopen(url + "/metrics").read().decode()
-    return {name: (float(re.search(rf"^{name}_sum (\S+)$", metrics, re.MULTILINE).group(1)),
-                   float(re.search(rf"^{name}_count (\S+)$", metrics, re.MULTILINE).group(1))) for name in names}
+    samples = {s.name: s.value for family in text_string_to_metric_families(
+        urllib.request.urlopen(url + "/metrics").read().decode()) for s in family.samples}
+    return {name: (samples.get(name + "_sum", 0.0), samples.get(name + "_count", 0.0)) for name in names}
 
 
 def mean_between(before: tuple[float, float], after: tuple[float, float]) -> float:

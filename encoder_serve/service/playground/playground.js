@@ -304,6 +304,14 @@ function nothingYet() {
     : "Nothing to show: see the message under the text.";
 }
 
+/** The placeholder a view shows before anything is explained. */
+function showNothingYet(box) {
+  const p = document.createElement("p");
+  p.className = "hint placeholder";
+  p.textContent = nothingYet();
+  box.append(p);
+}
+
 function drawExplanation() {
   drawPickers();
   drawModelView();
@@ -391,10 +399,7 @@ function drawHeadView() {
   box.replaceChildren();
   const explained = state.explained;
   if (!explained) {
-    const p = document.createElement("p");
-    p.className = "hint placeholder";
-    p.textContent = nothingYet();
-    box.append(p);
+    showNothingYet(box);
     return;
   }
   const { tokens } = explained;
@@ -484,10 +489,7 @@ function drawQueryKey() {
   $("#qk-title").textContent = explained
     ? `Query-key view: layer ${state.layer + 1}, head ${state.head + 1}` : "Query-key view";
   if (!explained) {
-    const p = document.createElement("p");
-    p.className = "hint placeholder";
-    p.textContent = nothingYet();
-    box.append(p);
+    showNothingYet(box);
     return;
   }
   const view = state.queryKey;
