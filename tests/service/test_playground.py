@@ -153,6 +153,7 @@ def test_texts_of_one_word_to_the_maximum_length_are_drawn(server, browser, pack
 def test_an_overlong_text_with_truncate_off_shows_the_422_message(server, browser, package, tmp_path):
     page, outside = browser
     open_playground(page, server.url)
+    assert page.locator("#head-view .placeholder").inner_text() == "Nothing explained yet."
     page.uncheck("#truncate")
     page.fill("#text", "happy " * (2 * load_package(package).max_length))
     with page.expect_response(is_post("/v1/classify")) as classified:
@@ -163,6 +164,8 @@ def test_an_overlong_text_with_truncate_off_shows_the_422_message(server, browse
     assert classified.value.json()["error"]["message"] in text and "422" in text
     assert "longer than the model's" in text and "inputs" in text
     assert page.locator("#predictions li").count() == 0 and page.locator("#model-grid canvas").count() == 0
+    for view in ("#head-view", "#qk"):  # the views point to the message instead of drawing nothing
+        assert page.locator(f"{view} .placeholder").inner_text() == "Nothing to show: see the message under the text."
     page.screenshot(path=str(tmp_path / "playground-422.png"))
     assert not outside, outside
 
