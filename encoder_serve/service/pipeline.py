@@ -64,6 +64,25 @@ class InferencePipeline:
         # explain's own lane: one thread, bounded by admission (MAX_CONCURRENT_EXPLAINS), never the batcher's
         self._explain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain") if attention else None
 
+    @property
+    def precision(self) -> str:
+        """The precision the model runs in (fp32 or int8)."""
+        return self.backend.precision
+
+    @property
+    def alive(self) -> bool:
+        """False once the batcher's scheduler has died: the process cannot serve then."""
+        return self.batcher.alive
+
+    @property
+    def busy_since(self) -> float | None:
+        """perf_counter() when the longest-running model call began; None when the model is idle."""
+        return self.batcher.busy_since
+
+    def drain(self) -> None:
+        """Run queued texts as soon as a model thread is free instead of holding them for company."""
+        self.batcher.drain()
+
     def close(self) -> None:
         if self._explain is not None:
             self._explain.shutdown(wait=True)

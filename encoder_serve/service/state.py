@@ -32,14 +32,14 @@ class Service:
     @property
     def precision(self) -> str:
         """The precision being served (fp32 or int8)."""
-        return self.pipeline.backend.precision
+        return self.pipeline.precision
 
     def load(self, pipeline: InferencePipeline) -> None:
         self.pipeline = pipeline
-        self.health.scheduler_alive = lambda: pipeline.batcher.alive
-        self.health.model_busy_since = lambda: pipeline.batcher.busy_since
+        self.health.scheduler_alive = lambda: pipeline.alive
+        self.health.model_busy_since = lambda: pipeline.busy_since
         self.health.loaded = True
-        self.metrics.model_info.labels(self.package.name, self.package.version, pipeline.backend.precision).set(1)
+        self.metrics.model_info.labels(self.package.name, self.package.version, pipeline.precision).set(1)
         self.metrics.ready.set(1)
 
     def drain(self) -> None:
@@ -47,7 +47,7 @@ class Service:
         self.health.draining = True
         self.metrics.ready.set(0)
         if self.pipeline is not None:
-            self.pipeline.batcher.drain()
+            self.pipeline.drain()
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The /metrics body and its content type, OpenMetrics when `accept` asks (callable from any thread)."""
