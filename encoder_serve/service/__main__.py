@@ -14,6 +14,7 @@ its own model.
 from __future__ import annotations
 
 import logging.config
+import math
 import os
 import shutil
 import sys
@@ -28,6 +29,7 @@ from encoder_serve.service.settings import Settings, load_settings
 APP = "encoder_serve.service.app:create_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROOT_PID_ENV = "ENCODER_SERVE_ROOT_PID"
+KILL_MARGIN_S = 5  # after SIGTERM, a worker gets REQUEST_TIMEOUT_S plus this to finish, then it is killed
 
 
 def preflight() -> Settings:
@@ -65,7 +67,11 @@ def serve(settings: Settings) -> int:
                 loop=Loops.uvloop, factory=True, websockets=False, log_dictconfig=log_config(settings.log_level),
                 backlog=2048,
                 # Granian holds back requests past this many in progress; ours refuses at its own cap first
-                backpressure=2 * settings.max_concurrent_requests).serve()
+                backpressure=2 * settings.max_concurrent_requests,
+                # a worker still starting when SIGTERM comes never hears of it (Granian's worker loses the
+                # signal during the ASGI lifespan start-up): after the longest a request may take, plus a
+                # margin, the launcher kills what is left instead of waiting for it for ever
+                workers_kill_timeout=math.ceil(settings.request_timeout_s) + KILL_MARGIN_S).serve()
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)

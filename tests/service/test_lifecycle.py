@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 
@@ -55,8 +56,8 @@ def test_the_service_imports_and_serves_without_torch(package):
     port = free_port()
     code = ("import sys, runpy; sys.modules['torch'] = None; "
             "runpy.run_module('encoder_serve.service', run_name='__main__')")
-    env = {**os.environ, "MODEL_DIR": str(package), "PORT": str(port), "HOST": "127.0.0.1",
-           "ORT_INTRA_OP_THREADS": "1", "LOG_LEVEL": "warning"}
+    env = {**os.environ, "MODEL_DIR": str(package), "PORT": str(port), "OPS_PORT": str(free_port()),
+           "HOST": "127.0.0.1", "WORKERS": "1", "ORT_INTRA_OP_THREADS": "1", "LOG_LEVEL": "warning"}
     process = subprocess.Popen([sys.executable, "-c", code], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -72,3 +73,27 @@ def test_the_service_imports_and_serves_without_torch(package):
     finally:
         process.terminate()
         process.wait(60)
+
+
+def test_sigterm_while_workers_are_still_starting_ends_the_process(package):
+    """A worker still in its start-up (model loading) when SIGTERM comes does not hear it from the HTTP server:
+    the launcher must stop it after the longest a request may take, not wait for it for ever."""
+    port, ops_port = free_port(), free_port()
+    env = {**os.environ, "MODEL_DIR": str(package), "PORT": str(port), "OPS_PORT": str(ops_port),
+           "HOST": "127.0.0.1", "WORKERS": "2", "REQUEST_TIMEOUT_S": "1", "LOG_LEVEL": "warning"}
+    process = subprocess.Popen([sys.executable, "-m", "encoder_serve.service"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the first worker ready: the other may still be loading
+            try:
+                if httpx.get(f"http://127.0.0.1:{ops_port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.01)
+        process.terminate()
+        started = time.monotonic()
+        process.wait(60)
+        assert time.monotonic() - started < 30, "the launcher waited on a worker that missed SIGTERM"
+    finally:
+        if process.poll() is None:
+            process.kill()
