@@ -24,7 +24,7 @@ from .http1 import Connection, build_request
 from .loadgen import classify_requests, run
 from .probe import record
 
-FLOOD_REQUESTS, FLOOD_TEXTS, VICTIMS = 20, 64, 20
+FLOOD_REQUESTS, FLOOD_TEXTS, VICTIMS = 40, 64, 20
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_clients_that_will_give_up_are_not_computed_for(backlogged_server, texts
         conns = [await Connection.open(host, port) for _ in flood]
         pending = [asyncio.create_task(c.send(r, timeout=300)) for c, r in zip(conns, flood)]
         queued = 0.0
-        for _ in range(600):  # wait (at most ~60 s) until the backlog is longer than the victims' deadline
+        for _ in range(600):  # wait (at most ~60 s) until the backlog is far longer than the victims' deadline
             queued = sample(await asyncio.to_thread(scrape, url), "encoder_serve_queue_depth")
             if queued >= FLOOD_REQUESTS * FLOOD_TEXTS / 2:
                 break
@@ -65,7 +65,7 @@ def test_clients_that_will_give_up_are_not_computed_for(backlogged_server, texts
     outcomes, victims, queued, queued_after_victims = run(scenario())
     after = scrape(url)
 
-    assert queued_after_victims > VICTIMS, "the backlog drained before the victims left: nothing was proved"
+    assert queued_after_victims > FLOOD_REQUESTS * FLOOD_TEXTS / 4, "the backlog drained before the victims left"
     assert [o.status for o in outcomes] == [200] * FLOOD_REQUESTS
     timeouts = sample(after, "encoder_serve_timeouts_total") - sample(before, "encoder_serve_timeouts_total")
     computed = sample(after, "encoder_serve_batch_size_sum") - sample(before, "encoder_serve_batch_size_sum")
@@ -74,7 +74,10 @@ def test_clients_that_will_give_up_are_not_computed_for(backlogged_server, texts
                          "victim_seconds_max": round(max(o.latency for o in victims), 3), "timeouts": timeouts,
                          "texts_computed": computed})
     assert [o.status for o in victims] == [504] * VICTIMS
-    assert max(o.latency for o in victims) < 0.2, "a victim waited for its deadline instead of hearing at once"
+    # answered at once, from the work queued ahead, not after waiting in the queue for its deadline (timing
+    # is not asserted: a busy machine can delay any answer by 200 ms)
+    messages = [json.loads(o.body)["error"]["message"] for o in victims]
+    assert all("s of work queued, more than this request's deadline of 0.200 s" in m for m in messages), messages
     assert timeouts == VICTIMS
     assert computed == FLOOD_REQUESTS * FLOOD_TEXTS
 
