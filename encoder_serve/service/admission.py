@@ -12,7 +12,8 @@ took, not on the work it turns away. In order:
     The queued work is the batcher's estimate plus what such promises have overrun lately (`overrun_s`,
     the 99th percentile of answered-in minus promised seconds): the time a request spends outside the
     queue (reading and parsing its body, tokenizing, answering, an event loop busy refusing a flood) is
-    measured, not modelled, so that the requests taken are answered within the budget;
+    measured, not modelled, so that the requests taken are answered within the budget (and the batcher
+    refuses, before compute, a text that would still not be: `WaitedTooLong`, the same reason);
   * explain: more than MAX_CONCURRENT_EXPLAINS in progress: 429 `explain_busy` (its own lane, so a person
     in the playground never delays classification traffic).
 

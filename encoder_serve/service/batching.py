@@ -18,7 +18,9 @@ texts closest to it in length, adding at each step whichever neighbour adds fewe
 stops growing before the batch's padding ratio passes `max_padding_ratio` (the rest runs next, at once).
 Entries whose caller has gone (cancelled future) are dropped before compute, and so are entries whose
 deadline would pass before their batch could finish (they fail with DeadlineExceeded: a 504 at once,
-instead of work nobody waits for). How long that is comes from the model's measured speed: seconds per
+instead of work nobody waits for), and so are entries queued with a wait budget (MAX_QUEUE_DELAY_MS) that
+would finish after it (WaitedTooLong: a 429, as Triton's queue policy rejects a request whose queue time
+passes its budget). How long that is comes from the model's measured speed: seconds per
 padded token over the batches of the last SPEED_WINDOW_S seconds (a ratio of sums, so one slow batch
 moves it little), or the warm-up measurement when the model has been idle that long. The same estimate
 gives `work_ahead_s`, how long a text queued now would take to be answered (the work queued and in flight
@@ -73,6 +75,16 @@ class QueueFull(Overloaded):
         super().__init__("queue_full", f"queue full ({depth} texts waiting)", retry_after_s)
 
 
+class WaitedTooLong(Overloaded):
+    """The text waited in the queue until it could no longer be answered within the queue-delay budget
+    (admission's estimate of the work ahead was short): refused before compute, as Triton's queue policy
+    rejects a request whose queue time passes its budget, so that what is answered 200 stays within it."""
+
+    def __init__(self, waited_s: float, budget_s: float, retry_after_s: int):
+        super().__init__("queue_delay", f"waited {waited_s:.2f} s for the model and would not have been answered "
+                                        f"within MAX_QUEUE_DELAY_MS ({1000 * budget_s:g} ms)", retry_after_s)
+
+
 class ShuttingDown(Exception):
     """The service is draining: it finishes accepted work and takes no more."""
 
@@ -97,6 +109,8 @@ class Entry:
     expected_wait: float = 0.0  # seconds, as `queue_wait_estimate_s` put it when the text was queued
     trace: object = None  # the request's sampled span context when tracing is on (what its batch links to)
     taken: float = 0.0  # loop.time() when a batch took it
+    due: float = math.inf  # loop.time() by which its answer must be ready to keep the queue-delay budget
+    budget_s: float = 0.0  # that budget (for the refusal's message)
 
 
 def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int, max_padding_ratio: float = 1.0) -> list[int]:
@@ -224,8 +238,11 @@ class Batcher:
     def work_ahead_s(self) -> float:
         """Seconds until a text queued now would be answered: its wait, corrected by how such estimates have
         turned out (`calibration`), then one batch of its own (the recent mean)."""
-        own_batch = self._recent_seconds / len(self._recent) if self._recent else 0.0
-        return self.queue_wait_estimate_s() * self.calibration + own_batch
+        return self.queue_wait_estimate_s() * self.calibration + self.mean_batch_s()
+
+    def mean_batch_s(self) -> float:
+        """How long a model call took lately, on average (0 before any)."""
+        return self._recent_seconds / len(self._recent) if self._recent else 0.0
 
     def _calibrate(self, waits: list[tuple[float, float]]) -> None:
         """Learn how estimated waits turn out: `calibration` is the median of actual / estimated wait over
@@ -251,8 +268,13 @@ class Batcher:
         """Queue one entry per sequence (all or none); each future resolves to that text's output row."""
         return [entry.future for entry in self.queue(sequences, deadline, trace)]
 
-    def queue(self, sequences: Sequence[Sequence[int]], deadline: float, trace: object = None) -> list[Entry]:
-        """`submit`, returning the entries themselves (their times are what a trace's queue span shows)."""
+    def queue(self, sequences: Sequence[Sequence[int]], deadline: float, trace: object = None,
+              wait_budget_s: float = 0.0, since: float | None = None) -> list[Entry]:
+        """`submit`, returning the entries themselves (their times are what a trace's queue span shows).
+
+        With a `wait_budget_s`, the texts must be answered within that budget from `since` (loop.time(),
+        when the request came; default now) plus the time their own work takes; a text that would not be
+        fails with WaitedTooLong before compute."""
         if self._closing:
             raise ShuttingDown("the service is shutting down")
         loop = asyncio.get_running_loop()
@@ -263,6 +285,11 @@ class Batcher:
                 raise QueueFull(len(self._queue), self.retry_after_s())
         expected = self.queue_wait_estimate_s()
         entries = [Entry(ids, loop.create_future(), deadline, now, expected, trace) for ids in sequences]
+        if wait_budget_s:
+            own_s = sum(len(ids) for ids in sequences) * self.seconds_per_token / self.model_threads
+            due = (now if since is None else since) + wait_budget_s + own_s + self.mean_batch_s()
+            for entry in entries:
+                entry.due, entry.budget_s = due, wait_budget_s
         self._queue.extend(entries)
         self._queued_tokens += sum(len(ids) for ids in sequences)
         self._metrics.set_queue_depth(len(self._queue))
@@ -323,27 +350,39 @@ class Batcher:
                 return
 
     def _drop_dead(self, now: float) -> None:
-        """Remove entries whose deadline passed (they get DeadlineExceeded) or whose caller has gone."""
-        gone = expired = epoch_dropped = 0
+        """Remove entries whose deadline passed (they get DeadlineExceeded), whose queue-delay budget passed
+        (WaitedTooLong) or whose caller has gone."""
+        gone = expired = overdue = epoch_dropped = 0
         live: deque[Entry] = deque()
         for position, entry in enumerate(self._queue):
             if entry.deadline <= now:  # whether or not its caller already gave up on it
                 if not entry.future.done():
                     entry.future.set_exception(DeadlineExceeded())
                 expired += 1
+            elif entry.due <= now:
+                overdue += self._waited_too_long(entry, now)
             elif entry.future.done():  # cancelled by its caller, which gave up on its request
                 gone += 1
             else:
                 live.append(entry)
                 continue
             epoch_dropped += position < self._epoch_left
-        if gone or expired:
+        if gone or expired or overdue:
             self._epoch_left -= epoch_dropped
             self._set_queue(live)
             if gone:
                 self._metrics.dropped("cancelled", gone)
             if expired:
                 self._metrics.dropped("deadline", expired)
+            if overdue:
+                self._metrics.dropped("queue_delay", overdue)
+
+    def _waited_too_long(self, entry: Entry, now: float) -> bool:
+        """Fail `entry` with WaitedTooLong; False if its caller had already gone (then it is not counted)."""
+        if entry.future.done():
+            return False
+        entry.future.set_exception(WaitedTooLong(now - entry.enqueued, entry.budget_s, self.retry_after_s()))
+        return True
 
     def _set_queue(self, entries: deque[Entry]) -> None:
         self._queue = entries
@@ -376,6 +415,10 @@ class Batcher:
                 entry.future.set_exception(DeadlineExceeded())
             self._metrics.dropped("deadline", len(late))
             batch = [e for e in batch if e.deadline >= finish]
+        overdue = [e for e in batch if e.due < finish]
+        if overdue:
+            self._metrics.dropped("queue_delay", sum(self._waited_too_long(e, now) for e in overdue))
+            batch = [e for e in batch if e.due >= finish]
         for entry in batch:
             entry.taken = now
             self._metrics.observe_queue_wait(now - entry.enqueued)

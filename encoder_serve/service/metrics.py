@@ -65,8 +65,8 @@ class ServiceMetrics:
         self.in_flight = Gauge(PREFIX + "in_flight_requests", "Requests being handled.",
                                multiprocess_mode="livesum", **r)
         self.texts = Counter(PREFIX + "texts_total", "Texts classified.", **r)
-        self.rejected = Counter(PREFIX + "rejected_total", "Requests refused before any work (429 or 413), by "
-                                "reason.", ["reason"], **r)
+        self.rejected = Counter(PREFIX + "rejected_total", "Requests refused before any model work (429 or "
+                                "413), by reason.", ["reason"], **r)
         self.timeouts = Counter(PREFIX + "timeouts_total", "Requests answered 504.", **r)
         self.dropped_texts = Counter(PREFIX + "dropped_total", "Texts dropped before compute.", ["reason"], **r)
         self.model_info = Gauge(PREFIX + "model_info", "The served model (value 1).",

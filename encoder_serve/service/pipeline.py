@@ -135,7 +135,8 @@ class InferencePipeline:
     async def classify(self, texts: Sequence[str], *, truncate: bool, timeout_s: float) -> list[np.ndarray]:
         """One probability row per text, in input order."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        started = loop.time()
+        deadline = started + timeout_s
         tracing = self.tracing if self.tracing is not None and self.tracing.traced() else None
         try:
             self.check_queued_work(timeout_s)
@@ -148,7 +149,7 @@ class InferencePipeline:
             if not truncate and tokenized.truncated:
                 raise InputTooLong(tokenized.truncated[0], self.backend.max_length)
             context = tracing.current_context() if tracing is not None else None
-            entries = self.batcher.queue(tokenized.ids, deadline, context)
+            entries = self.batcher.queue(tokenized.ids, deadline, context, self.max_queue_delay_s, started)
             futures = [entry.future for entry in entries]
         except Overloaded as refused:
             self.metrics.rejected.labels(refused.reason).inc()
@@ -165,6 +166,10 @@ class InferencePipeline:
                 self.batcher.cancel(futures)  # its other texts, if any, are not computed for nobody
                 self.metrics.timeouts.inc()
                 raise RequestTimeout() from None
+            except Overloaded as refused:  # waited past the queue-delay budget
+                self.batcher.cancel(futures)
+                self.metrics.rejected.labels(refused.reason).inc()
+                raise
         self.batcher.cancel(futures)  # the batcher drops them before compute
         self.metrics.timeouts.inc()
         raise RequestTimeout()

@@ -38,6 +38,7 @@ class LoadResult:
     started: float
     duration: float
     not_offered: int = 0
+    client_lags: list[float] | None = None  # open loop: how late the client's own loop woke, each millisecond
 
     def count(self) -> Counter:
         return Counter(o.status if o.status is not None else o.error for o in self.outcomes)
@@ -102,6 +103,7 @@ async def open_loop(host: str, port: int, requests: Sequence[bytes], rate: float
     not_offered = 0
     cycle = itertools.cycle(requests)
     tasks: set[asyncio.Task] = set()
+    lags: list[float] = []
 
     async def one(raw: bytes) -> None:
         nonlocal open_count, not_offered
@@ -137,11 +139,12 @@ async def open_loop(host: str, port: int, requests: Sequence[bytes], rate: float
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.sleep(0.001)
+        lags.append(max(0.0, time.monotonic() - now - 0.001))
     if tasks:
         await asyncio.wait(tasks)
     for conn in idle:
         conn.close()
-    return LoadResult(outcomes, started, duration, not_offered)
+    return LoadResult(outcomes, started, duration, not_offered, sorted(lags))
 
 
 def classify_requests(texts: Sequence[str], per_request: int, count: int = 256) -> list[bytes]:

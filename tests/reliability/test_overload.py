@@ -71,11 +71,13 @@ def split_cpus() -> tuple[set[int], set[int]]:
     return set(cpus[:half]), set(cpus[half:])
 
 
-def refused_429(url: str) -> tuple[float, set[str]]:
-    """429s counted by the service (all routes), and the route labels in use."""
+def refused_429(url: str) -> tuple[float, set[str], dict[str, float]]:
+    """429s counted by the service (all routes), the route labels in use, and refusals by reason."""
     samples = scrape(url)
+    reasons = {reason: sample(samples, "encoder_serve_rejected_total", reason=reason)
+               for reason in label_values(samples, "encoder_serve_rejected_total", "reason")}
     return sample(samples, "encoder_serve_requests_total", status="429"), \
-        label_values(samples, "encoder_serve_requests_total", "route")
+        label_values(samples, "encoder_serve_requests_total", "route"), reasons
 
 
 def recovery_seconds(result, capacity: float, window: float = 1.0, step: float = 0.25) -> float | None:
@@ -109,7 +111,7 @@ def test_three_times_capacity_is_shed_cheaply_and_the_service_keeps_serving(pack
         unloaded = run(closed_loop("127.0.0.1", server.port, requests, 1, 5.0))
         unloaded_p99 = percentile(unloaded.latencies(), 0.99)
         capacity, _ = measure_capacity(server.port, requests, seconds=CAPACITY_S)
-        before_429, _ = refused_429(server.ops_url)
+        before_429, _, reasons_before = refused_429(server.ops_url)
         rss_before = rss_bytes(server.process.pid)
         probes_file = tmp_path / "probes.json"
         prober = subprocess.Popen([sys.executable, "-c", PROBE, server.ops_url + "/healthz", str(OVERLOAD_S),
@@ -120,7 +122,7 @@ def test_three_times_capacity_is_shed_cheaply_and_the_service_keeps_serving(pack
         after = run(closed_loop("127.0.0.1", server.port, requests, 32, 4.0))
         prober.wait(OVERLOAD_S + 30)
         probes = json.loads(probes_file.read_text())
-        after_429, routes = refused_429(server.ops_url)
+        after_429, routes, reasons_after = refused_429(server.ops_url)
         alive = server.process.poll() is None
 
         counts = flood.count()
@@ -143,10 +145,18 @@ def test_three_times_capacity_is_shed_cheaply_and_the_service_keeps_serving(pack
             "ok_p99_ms": round(1000 * percentile(ok_latencies, 0.99), 1) if ok_latencies else None,
             "ok_max_ms": round(1000 * ok_latencies[-1], 1) if ok_latencies else None,
             "ok_p99_bound_ms": round(1000 * (BUDGET_S + 4 * unloaded_p99), 1),
+            # how late the load client's own event loop woke: a late client reads answers late, and its
+            # latencies include that
+            "client_loop_lag_p99_ms": round(1000 * percentile(flood.client_lags, 0.99), 1),
+            "client_loop_lag_max_ms": round(1000 * flood.client_lags[-1], 1),
             "retry_after_s_min_max": [min(int(o.headers["retry-after"]) for o in with_retry_after),
                                       max(int(o.headers["retry-after"]) for o in with_retry_after)]
             if with_retry_after else None,
             "429_client": len(shed), "429_service": after_429 - before_429,
+            "429_service_by_reason": {reason: count - reasons_before.get(reason, 0)
+                                      for reason, count in sorted(reasons_after.items())},
+            "texts_refused_after_waiting": sample(scrape(server.ops_url), "encoder_serve_dropped_total",
+                                                  reason="queue_delay"),
             "route_labels": sorted(routes),
             "probes": len(probes), "probe_statuses": sorted({str(s) for s, _ in probes}),
             "probe_p50_ms": round(1000 * percentile(probe_seconds, 0.5), 1),

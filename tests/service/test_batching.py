@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from encoder_serve.service.batching import Batcher, DeadlineExceeded, QueueFull, ShuttingDown, select_batch
+from encoder_serve.service.batching import (
+    Batcher,
+    DeadlineExceeded,
+    QueueFull,
+    ShuttingDown,
+    WaitedTooLong,
+    select_batch,
+)
 from encoder_serve.service.metrics import ServiceMetrics
 
 
@@ -298,6 +305,36 @@ async def test_texts_past_their_deadline_are_dropped_and_fail_with_deadline_exce
         await expired
     assert model.batches[1:] == [[8]]
     assert registry.get_sample_value("encoder_serve_dropped_total", {"reason": "deadline"}) == 1
+    await batcher.close()
+
+
+async def test_texts_that_waited_past_the_queue_delay_budget_are_refused_before_compute():
+    model = GatedModel()
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    batcher = make(model, metrics)
+    first, second = await next_batch_waiting(model, batcher, [text(3)])
+    over = [e.future for e in batcher.queue([text(7, seed=1), text(7, seed=2)], deadline(), wait_budget_s=0.05)]
+    unbounded = [e.future for e in batcher.queue([text(8)], deadline())]  # no budget (MAX_QUEUE_DELAY_MS=0)
+    await asyncio.sleep(0.1)  # the model stays busy past the first request's budget
+    model.release()
+    await asyncio.gather(*first, *second, *unbounded)
+    for future in over:
+        with pytest.raises(WaitedTooLong) as refused:
+            await future
+        assert refused.value.reason == "queue_delay" and refused.value.retry_after_s >= 1
+        assert "MAX_QUEUE_DELAY_MS (50 ms)" in str(refused.value)
+    assert model.batches[2:] == [[8]]
+    assert registry.get_sample_value("encoder_serve_dropped_total", {"reason": "queue_delay"}) == 2
+    await batcher.close()
+
+
+async def test_texts_within_the_queue_delay_budget_are_computed():
+    model = GatedModel()
+    batcher = make(model, ServiceMetrics(CollectorRegistry()))
+    futures = [e.future for e in batcher.queue([text(9, seed=i) for i in range(3)], deadline(), wait_budget_s=5)]
+    results = await asyncio.gather(*futures)
+    assert [row.tolist() for row in results] == [expected(text(9, seed=i)) for i in range(3)]
     await batcher.close()
 
 
