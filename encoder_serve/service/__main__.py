@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging.config
 import math
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -30,6 +31,22 @@ APP = "encoder_serve.service.app:create_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROOT_PID_ENV = "ENCODER_SERVE_ROOT_PID"
 KILL_MARGIN_S = 5  # after SIGTERM, a worker gets REQUEST_TIMEOUT_S plus this to finish, then it is killed
+LISTEN_BACKLOG = 4096  # connections the kernel holds until a worker accepts them (net.core.somaxconn caps it)
+FILES_PER_WORKER = 256  # descriptors a worker needs besides its connections (model, metrics, logs, sockets)
+
+log = logging.getLogger("encoder_serve.service")
+
+
+def raise_open_files_limit(settings: Settings) -> None:
+    """Every connection is a file descriptor: lift the soft limit to the hard one (as nginx's
+    worker_rlimit_nofile does), and say so when even that is short of MAX_CONNECTIONS per worker."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    needed = settings.workers * (settings.max_connections + FILES_PER_WORKER)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        log.warning("open-file limit %d is below the %d that %d workers x MAX_CONNECTIONS (%d) need: raise "
+                    "`ulimit -n` or lower MAX_CONNECTIONS", hard, needed, settings.workers, settings.max_connections)
 
 
 def preflight() -> Settings:
@@ -61,13 +78,16 @@ def serve(settings: Settings) -> int:
 
     logging.config.dictConfig(log_config(settings.log_level))
     created = prepare_metrics_dir(settings.workers)
+    raise_open_files_limit(settings)
     os.environ[ROOT_PID_ENV] = str(os.getpid())  # the workers report CPU and memory from this process down
     try:
         Granian(APP, address=settings.host, port=settings.port, interface=Interfaces.ASGI, workers=settings.workers,
                 loop=Loops.uvloop, factory=True, websockets=False, log_dictconfig=log_config(settings.log_level),
-                backlog=2048,
-                # Granian holds back requests past this many in progress; ours refuses at its own cap first
-                backpressure=2 * settings.max_concurrent_requests,
+                backlog=LISTEN_BACKLOG,
+                # Granian's backpressure is a permit per open connection, held until the connection
+                # closes: a flood's keep-alive connections exhausted a cap sized for requests, and the
+                # connections past it waited in the backlog, their requests unanswered for up to 40 s
+                backpressure=settings.max_connections,
                 # a worker still starting when SIGTERM comes never hears of it (Granian's worker loses the
                 # signal during the ASGI lifespan start-up): after the longest a request may take, plus a
                 # margin, the launcher kills what is left instead of waiting for it for ever

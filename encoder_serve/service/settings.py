@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         512, ge=1, description="Most inference requests in progress per worker; beyond it 429 at once, "
                                "before the body is read (what keeps an overloaded service answering).")
+    max_connections: int = Field(
+        8192, ge=16, description="Most open client connections per worker, idle keep-alive ones included; "
+                                 "beyond it new connections wait in the listen backlog (the HTTP server "
+                                 "accepts no more), so it must be well above what clients keep open.")
     max_concurrent_explains: int = Field(
         4, ge=1, description="Most /v1/explain requests in progress per worker; beyond it 429 (explain has its own "
                              "lane and never delays classification).")

@@ -102,3 +102,20 @@ def test_int8_is_refused_at_start_up_when_the_package_says_it_is_not_servable(se
     result = launch({"MODEL_DIR": str(package), "PRECISION": "int8"})
     assert result.returncode == 2
     assert "PRECISION=int8" in result.stderr and "failed its accuracy gate" in result.stderr
+
+
+def test_the_launcher_lifts_the_open_file_limit_and_warns_when_the_hard_limit_is_short():
+    """Every connection is a descriptor: the soft limit goes up to the hard one, and a hard limit below
+    WORKERS x MAX_CONNECTIONS is said at start-up. (In a child process: a lowered hard limit stays lowered.)"""
+    code = """
+import logging, resource, sys
+from encoder_serve.service.__main__ import raise_open_files_limit
+from encoder_serve.service.settings import load_settings
+logging.basicConfig(stream=sys.stdout, format="%(message)s")
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+raise_open_files_limit(load_settings(workers=2, max_connections=4096))
+print("limits", *resource.getrlimit(resource.RLIMIT_NOFILE))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "limits 1024 1024" in out
+    assert "open-file limit 1024 is below the 8704 that 2 workers x MAX_CONNECTIONS (4096) need" in out
