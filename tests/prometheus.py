@@ -26,3 +26,8 @@ def sample(samples: Samples, name: str, **labels: str) -> float:
 
 def label_values(samples: Samples, name: str, label: str) -> set[str]:
     return {dict(ls)[label] for (n, ls) in samples if n == name and label in dict(ls)}
+
+
+def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
+    """The samples called `name` summed per value of `label`: e.g. rejected_total by reason."""
+    return {value: sample(samples, name, **{label: value}) for value in sorted(label_values(samples, name, label))}

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from encoder_serve.service.settings import Settings
-from tests.prometheus import label_values, sample, scrape
+from tests.prometheus import by_label, label_values, sample, scrape
 
 from .conftest import REPO, start
 from .loadgen import classify_requests, closed_loop, measure_capacity, open_loop, percentile, run
@@ -74,8 +74,7 @@ def split_cpus() -> tuple[set[int], set[int]]:
 def refused_429(url: str) -> tuple[float, set[str], dict[str, float]]:
     """429s counted by the service (all routes), the route labels in use, and refusals by reason."""
     samples = scrape(url)
-    reasons = {reason: sample(samples, "encoder_serve_rejected_total", reason=reason)
-               for reason in label_values(samples, "encoder_serve_rejected_total", "reason")}
+    reasons = by_label(samples, "encoder_serve_rejected_total", "reason")
     return sample(samples, "encoder_serve_requests_total", status="429"), \
         label_values(samples, "encoder_serve_requests_total", "route"), reasons
 

@@ -13,6 +13,8 @@ import os
 
 import pytest
 
+from tests.prometheus import by_label, scrape
+
 from .conftest import start
 from .loadgen import classify_requests, measure_capacity, open_loop, percentile, run
 from .probe import RssSampler, record
@@ -37,6 +39,7 @@ def test_long_run_below_capacity_has_no_errors_no_leak_and_stable_latency(model_
         with RssSampler(server.process.pid, interval=1.0) as rss:
             soak = run(open_loop("127.0.0.1", server.port, requests, FRACTION * capacity, SOAK_S))
         alive = server.process.poll() is None
+        samples = scrape(server.ops_url) if alive else {}
     finally:
         server.stop()
 
@@ -57,7 +60,11 @@ def test_long_run_below_capacity_has_no_errors_no_leak_and_stable_latency(model_
         "rss_mib_early": round(early_rss / 2**20, 1), "rss_mib_late": round(late_rss / 2**20, 1),
         "rss_growth": round(late_rss / early_rss - 1, 4), "latency_window_s": window,
         "p50_ms_by_window": [ms(percentile(w, 0.5)) for w in windows],
-        "p99_ms_by_window": [ms(percentile(w, 0.99)) for w in windows], "service_alive": alive})
+        "p99_ms_by_window": [ms(percentile(w, 0.99)) for w in windows],
+        "max_ms": ms(max((o.latency for o in soak.outcomes if o.latency is not None), default=None)),
+        "refused_by_reason": by_label(samples, "encoder_serve_rejected_total", "reason"),
+        "dropped_texts_by_reason": by_label(samples, "encoder_serve_dropped_total", "reason"),
+        "service_alive": alive})
 
     assert alive
     assert set(counts) == {200}, f"errors during the soak: {counts}"
