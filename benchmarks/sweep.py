@@ -45,14 +45,20 @@ def mean_between(before: tuple[float, float], after: tuple[float, float]) -> flo
     return (after[0] - before[0]) / count if count else 0.0
 
 
+def refused_share(rows: list[dict]) -> float:
+    """Answers that were not 2xx (429s, for a setting that refuses), over every round of a point."""
+    return sum(r["errors"]["status"] for r in rows) / max(1, sum(r["requests"] for r in rows))
+
+
 def markdown(results: dict) -> str:
     """One row per request shape, client count and value (values side by side), medians over the rounds."""
     lines = [f"# {results['setting']}: {', '.join(results['values'])}", "",
              f"Measured {report.machine_line(results)}.", "",
              (f"`{results['command']}`: {results['precision']}, {results['rounds']} interleaved rounds, "
              f"{results['duration_s']} s per point; the median over rounds, the rounds' range in brackets."), "",
-             "| texts/request | clients | value | texts/s | p99 ms | CPU ms/text | mean batch | mean padding |",
-             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+             ("| texts/request | clients | value | texts/s | p99 ms | refused (non-2xx) | CPU ms/text | mean batch "
+              "| mean padding |"),
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     rows = results["rows"]
     shapes = sorted({(r["texts_per_request"], r["concurrency"]) for r in rows})
     for tpr, c in shapes:
@@ -64,6 +70,7 @@ def markdown(results: dict) -> str:
             lines.append(f"| {tpr} | {c} | {value} | {statistics.median(rate):,.0f} "
                          f"[{min(rate):,.0f}–{max(rate):,.0f}] "
                          f"| {statistics.median(r['p99_ms'] for r in same):.0f} "
+                         f"| {refused_share(same):.1%} "
                          f"| {statistics.median(r['server_cpu_ms_per_request'] for r in same):.3f} "
                          f"| {statistics.median(r['mean_batch'] for r in same):.1f} "
                          f"| {statistics.median(r['mean_padding'] for r in same):.3f} |")

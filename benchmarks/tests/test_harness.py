@@ -200,3 +200,20 @@ def test_against_a_two_arrangement_limit_the_other_arrangement_is_reported_as_a_
     assert "batches of 64 grouped by length, one at a time (2 threads)" in other["detail"]
     # the goals are judged against the better arrangement
     assert {g["goal"]: g["measured"] for g in goals.evaluate({"fp32": limit}, runs)}["saturation"] == 0.72
+
+
+def test_a_sweep_table_shows_the_share_of_answers_refused():
+    from benchmarks.sweep import markdown
+
+    def row(value, refused, requests):
+        return {"texts_per_request": 1, "concurrency": 256, "value": value, "throughput": 1000.0, "p99_ms": 10.0,
+                "errors": {"status": refused}, "requests": requests, "server_cpu_ms_per_request": 0.5,
+                "mean_batch": 8.0, "mean_padding": 0.05}
+
+    machine = {"date": "2026-12-07", "cpu_model": "x", "cpus": 2, "server_cpus": [0, 1], "client_cpus": [1],
+               "load_average_at_start": [0, 0, 0], "onnxruntime": "1", "wrk": "wrk", "git_commit": "abc"}
+    table = markdown({"setting": "MAX_CONCURRENT_REQUESTS", "values": ["128", "512"], "machine": machine, "command": "x",
+                      "precision": "int8", "rounds": 2, "duration_s": 10,
+                      "rows": [row("128", 100, 500), row("128", 0, 500), row("512", 0, 1000)]})
+    assert "| 1 | 256 | 128 | 1,000 [1,000–1,000] | 10 | 10.0% |" in table
+    assert "| 1 | 256 | 512 | 1,000 [1,000–1,000] | 10 | 0.0% |" in table

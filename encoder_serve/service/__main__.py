@@ -86,7 +86,7 @@ def serve(settings: Settings) -> int:
                 backlog=LISTEN_BACKLOG,
                 # Granian's backpressure is a permit per open connection, held until the connection
                 # closes: a flood's keep-alive connections exhausted a cap sized for requests, and the
-                # connections past it waited in the backlog, their requests unanswered for up to 40 s
+                # connections past it waited in the backlog, their requests unanswered for tens of seconds
                 backpressure=settings.max_connections,
                 # a worker still starting when SIGTERM comes never hears of it (Granian's worker loses the
                 # signal during the ASGI lifespan start-up): after the longest a request may take, plus a

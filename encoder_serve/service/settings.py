@@ -75,8 +75,12 @@ class Settings(BaseSettings):
                                              "of a new request; beyond it 429 at once, before the body is read "
                                              "(0 turns the bound off).")
     max_concurrent_requests: int = Field(
-        512, ge=1, description="Most inference requests in progress per worker; beyond it 429 at once, "
-                               "before the body is read (what keeps an overloaded service answering).")
+        256, ge=1, description="Most inference requests in progress per worker; beyond it 429 at once, "
+                               "before the body is read. Where the HTTP side saturates first (a small "
+                               "model, one text per request), a request's time in the worker is about this "
+                               "many / requests per second, so it bounds the wait as MAX_QUEUE_DELAY_MS "
+                               "does for the model's queue (docs/reliability.md: 128 bounds the tail under "
+                               "overload better, but refuses a fifth of 256 steady clients).")
     max_connections: int = Field(
         8192, ge=16, description="Most open client connections per worker, idle keep-alive ones included; "
                                  "beyond it new connections wait in the listen backlog (the HTTP server "
