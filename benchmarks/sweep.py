@@ -7,7 +7,9 @@ measures every concurrency with wrk (with several texts per request, only the cl
 in flight stay within half the queue, as in `make bench`); rounds repeat the values in the same order, so
 a host that gets busier or quieter during the run moves every value alike. Besides throughput and latency
 it reads the service's own /metrics around each point: mean texts per model call and mean padding ratio
-over the point and its warm-up, which is what batch settings change. Writes `sweep-<NAME>.json` and `.md` under benchmarks/results/sweeps/.
+over the point and its warm-up, which is what batch settings change; and the share of answers that were
+not 2xx (what a refusing setting costs). Writes `sweep-<NAME>.json` and `.md` under
+benchmarks/results/sweeps/.
 """
 
 from __future__ import annotations

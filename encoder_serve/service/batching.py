@@ -285,13 +285,14 @@ class Batcher:
                 raise QueueFull(len(self._queue), self.retry_after_s())
         expected = self.queue_wait_estimate_s()
         entries = [Entry(ids, loop.create_future(), deadline, now, expected, trace) for ids in sequences]
+        tokens = sum(len(ids) for ids in sequences)
         if wait_budget_s:
-            own_s = sum(len(ids) for ids in sequences) * self.seconds_per_token / self.model_threads
+            own_s = tokens * self.seconds_per_token / self.model_threads
             due = (now if since is None else since) + wait_budget_s + own_s + self.mean_batch_s()
             for entry in entries:
                 entry.due, entry.budget_s = due, wait_budget_s
         self._queue.extend(entries)
-        self._queued_tokens += sum(len(ids) for ids in sequences)
+        self._queued_tokens += tokens
         self._metrics.set_queue_depth(len(self._queue))
         self._wakeup.set()
         return entries
