@@ -27,6 +27,8 @@ from encoder_serve.service.backend import choose_precision
 from encoder_serve.service.logs import log_config
 from encoder_serve.service.settings import Settings, load_settings
 
+# Nothing imported here may import prometheus_client: it reads PROMETHEUS_MULTIPROC_DIR once, when imported,
+# and the workers fork from this process after prepare_metrics_dir has set it.
 APP = "encoder_serve.service.app:create_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROOT_PID_ENV = "ENCODER_SERVE_ROOT_PID"

@@ -62,6 +62,9 @@ class ServiceMetrics:
         self.loop_lag = Gauge(PREFIX + "event_loop_lag_seconds", "How late the event loop runs a callback that "
                               "is due, the largest of the last third of a second (what a request that arrives "
                               "waits before admission sees it).", multiprocess_mode="livemax", **r)
+        self.gc_pause = Histogram(PREFIX + "gc_pause_seconds", "Garbage-collector pauses, by generation (the "
+                                  "event loop and every Python thread stand still meanwhile).", ["generation"],
+                                  buckets=LATENCY_BUCKETS, **r)
         self.in_flight = Gauge(PREFIX + "in_flight_requests", "Requests being handled.",
                                multiprocess_mode="livesum", **r)
         self.texts = Counter(PREFIX + "texts_total", "Texts classified.", **r)
@@ -80,6 +83,8 @@ class ServiceMetrics:
             self.rejected.labels(reason)
         for reason in ("queue_full", "export_failed"):
             self.spans_dropped.labels(reason)
+        for generation in range(3):
+            self.gc_pause.labels(str(generation))
 
     # the batcher's side (batching.BatchMetrics)
     def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None:
@@ -94,6 +99,9 @@ class ServiceMetrics:
 
     def set_queue_depth(self, depth: int) -> None:
         self.queue_depth.set(depth)
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        self.gc_pause.labels(str(generation)).observe(seconds)
 
     def dropped(self, reason: str, count: int) -> None:
         self.dropped_texts.labels(reason).inc(count)

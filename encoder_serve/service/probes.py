@@ -10,7 +10,8 @@ operations port (OPS_PORT) is served by a small HTTP server on its own thread, o
     GET /metrics                     the same exposition as the main port's /metrics
 
 `LoopLag` measures how late the event loop runs what is due (event_loop_lag_seconds): how busy it is,
-which the operations port, being off the loop, can report while it is.
+which the operations port, being off the loop, can report while it is; `GcPauses` times the garbage
+collector's pauses (gc_pause_seconds), which stop everything.
 
 Liveness means "the process can still serve", not "the event loop answered": the event loop has ticked
 within STALL_S (a heartbeat it schedules every half second), the batcher's scheduler task is running, and
@@ -21,6 +22,7 @@ workers each binds the port with SO_REUSEPORT, so a probe reaches one of them an
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import socket
@@ -37,6 +39,7 @@ STUCK_S = 120.0  # one model call running this long: not alive
 HEARTBEAT_S = 0.5
 LAG_TICK_S = 0.01  # the lag probe is due this often
 LAG_TICKS = 32  # the lag is the largest of this many recent ticks (about a third of a second)
+GC_REPORT_S = 1.0  # how often the collector's pauses go to the metrics
 
 
 class LoopLag:
@@ -78,6 +81,45 @@ class LoopLag:
         if self._observe is not None:
             self._observe(self.seconds)
         self._schedule()
+
+
+class GcPauses:
+    """Every pause of the garbage collector, by generation (gc_pause_seconds): while it runs, the event
+    loop and every Python thread stand still, so its pauses add straight to the answers' latency. Python's
+    own gc.callbacks time each collection; the loop hands them to `observe` once a second. (Not from the
+    callback itself: a collection can start inside prometheus_client while it holds its lock.)"""
+
+    def __init__(self, observe: Callable[[int, float], None]):
+        self._observe = observe
+        self._started = 0.0
+        self._pauses: deque[tuple[int, float]] = deque(maxlen=100_000)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        gc.callbacks.append(self._callback)
+        self._loop = loop
+        self._handle = loop.call_later(GC_REPORT_S, self.report)
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self.report()
+
+    def report(self) -> None:
+        while self._pauses:
+            self._observe(*self._pauses.popleft())
+        if self._handle is not None:
+            self._handle = self._loop.call_later(GC_REPORT_S, self.report)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._pauses.append((info["generation"], time.perf_counter() - self._started))
 
 
 class Health:

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     max_concurrent_explains: int = Field(
         4, ge=1, description="Most /v1/explain requests in progress per worker; beyond it 429 (explain has its own "
                              "lane and never delays classification).")
+    gc_young_threshold: int = Field(
+        10_000, ge=0, description="Once a worker has loaded the model: freeze what start-up allocated out of the "
+                                  "garbage collector's sight and collect the young generation every this many "
+                                  "allocations (Python's default: 700); 0 leaves the collector as Python sets it.")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="Deadline of a request; then 504.")
     max_inputs_per_request: int = Field(64, ge=1, le=4096)
     max_chars_per_input: int = Field(10_000, ge=1)

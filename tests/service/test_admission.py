@@ -4,6 +4,7 @@ still serve", and a table that lists exactly the routes the application has."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import httpx
@@ -17,7 +18,7 @@ from encoder_serve.service.admission import OVERRUN_REQUESTS, Admission
 from encoder_serve.service.app import create_app
 from encoder_serve.service.batching import Batcher, DeadlineExceeded
 from encoder_serve.service.metrics import ServiceMetrics
-from encoder_serve.service.probes import STALL_S, STUCK_S, Health, LoopLag, OpsServer
+from encoder_serve.service.probes import GC_REPORT_S, STALL_S, STUCK_S, GcPauses, Health, LoopLag, OpsServer
 from encoder_serve.service.settings import load_settings
 from encoder_serve.service.testing import free_port
 from tests.prometheus import parse, sample
@@ -73,6 +74,34 @@ def test_a_late_event_loop_shows_in_its_lag_gauge():
     assert idle < 0.05
     assert 0.1 < lag < 1 and gauge == lag
     assert later < 0.05
+
+
+def test_garbage_collector_pauses_are_timed_by_generation_and_reported_from_the_event_loop():
+    """Each collection is timed in gc's own callback and reaches the histogram on the loop's next report (never
+    from inside the collection); stopping removes the callback and reports what is left."""
+    registry = CollectorRegistry()
+    pauses = GcPauses(ServiceMetrics(registry).observe_gc_pause)
+
+    def full() -> float:
+        return registry.get_sample_value("encoder_serve_gc_pause_seconds_count", {"generation": "2"})
+
+    async def scenario() -> tuple:
+        pauses.start(asyncio.get_running_loop())
+        try:
+            gc.collect()
+            in_collection = full()
+            await asyncio.sleep(GC_REPORT_S + 0.3)
+            reported = full()
+            gc.collect()
+        finally:
+            pauses.stop()
+        return in_collection, reported, full()
+
+    in_collection, reported, at_stop = asyncio.run(scenario())
+    assert in_collection == 0 and reported >= 1 and at_stop >= reported + 1
+    assert registry.get_sample_value("encoder_serve_gc_pause_seconds_sum", {"generation": "2"}) > 0
+    gc.collect()
+    assert full() == at_stop and pauses._callback not in gc.callbacks
 
 
 def test_promises_that_turn_out_late_make_admission_stricter_and_only_answered_requests_teach_it():

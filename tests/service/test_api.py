@@ -1,13 +1,16 @@
-"""The /v1 API contract against the real service (uvicorn on a real port, a real HTTP client)."""
+"""The /v1 API contract against the real service (its launcher on a real port, a real HTTP client)."""
 
 from __future__ import annotations
 
+import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 
+from encoder_serve.service.settings import Settings
 from tests.prometheus import sample, scrape
 
 TEXTS = ["i feel wonderful today", "this is so unfair and i am furious", "i am scared of the dark",
@@ -136,6 +139,18 @@ def test_an_incoming_request_id_is_kept_and_a_missing_one_is_made(server):
     assert made.headers["x-request-id"] not in ("", forged)
     log_lines = server.log.read_text()
     assert '"request_id":"trace-42"' in log_lines and '"level":"critical"' not in log_lines
+    made_ids = {classify(server, {"inputs": "x"}).headers["x-request-id"] for _ in range(20)}
+    assert len(made_ids) == 20 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in made_ids)
+
+
+def test_the_worker_hides_its_start_up_heap_from_the_garbage_collector_and_times_its_pauses(server):
+    line = next(line for line in server.log.read_text().splitlines() if "start-up objects frozen" in line)
+    assert int(re.search(r"(\d+) start-up objects frozen", line)[1]) > 10_000
+    assert f"young-generation threshold {Settings.model_fields['gc_young_threshold'].default}" in line
+    deadline = time.monotonic() + 5  # the collection before the freeze reaches /metrics within a second
+    while not sample(scrape(server.url), "encoder_serve_gc_pause_seconds_count", generation="2"):
+        assert time.monotonic() < deadline, "no full collection on /metrics"
+        time.sleep(0.2)
 
 
 def test_models_describes_the_served_package(server, reference):

@@ -52,6 +52,15 @@ def test_several_workers_report_one_consistent_metrics_view(package):
     assert len(info) == 1 and info[0].endswith(" 1.0")
 
 
+def test_gc_young_threshold_0_leaves_the_garbage_collector_as_python_sets_it(package, tmp_path):
+    log = tmp_path / "service.log"
+    with LiveServer(package, env={"GC_YOUNG_THRESHOLD": "0", "LOG_LEVEL": "info"}, log_path=log) as server:
+        assert httpx.post(server.url + "/v1/classify", json={"inputs": "x"}, timeout=60).status_code == 200
+    text = log.read_text()
+    assert '"route":"/v1/classify"' in text  # the workers' info lines are in the log
+    assert "objects frozen" not in text
+
+
 def test_the_service_imports_and_serves_without_torch(package):
     port = free_port()
     code = ("import sys, runpy; sys.modules['torch'] = None; "
