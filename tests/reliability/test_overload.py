@@ -79,6 +79,13 @@ def refused_429(url: str) -> tuple[float, set[str], dict[str, float]]:
         label_values(samples, "encoder_serve_requests_total", "route"), reasons
 
 
+def gc_pauses(url: str) -> dict[str, tuple[float, float]]:
+    """The garbage collector's pauses so far, by generation: (count, seconds)."""
+    samples = scrape(url)
+    return {generation: (count, sample(samples, "encoder_serve_gc_pause_seconds_sum", generation=generation))
+            for generation, count in by_label(samples, "encoder_serve_gc_pause_seconds_count", "generation").items()}
+
+
 def recovery_seconds(result, capacity: float, window: float = 1.0, step: float = 0.25) -> float | None:
     """Seconds from the start of `result` until a `window` second window first serves >= 90% of capacity."""
     t = result.started
@@ -111,6 +118,7 @@ def test_three_times_capacity_is_shed_cheaply_and_the_service_keeps_serving(pack
         unloaded_p99 = percentile(unloaded.latencies(), 0.99)
         capacity, _ = measure_capacity(server.port, requests, seconds=CAPACITY_S)
         before_429, _, reasons_before = refused_429(server.ops_url)
+        gc_before = gc_pauses(server.ops_url)
         rss_before = rss_bytes(server.process.pid)
         probes_file = tmp_path / "probes.json"
         prober = subprocess.Popen([sys.executable, "-c", PROBE, server.ops_url + "/healthz", str(OVERLOAD_S),
@@ -118,6 +126,7 @@ def test_three_times_capacity_is_shed_cheaply_and_the_service_keeps_serving(pack
         with RssSampler(server.process.pid) as rss:
             flood = run(open_loop("127.0.0.1", server.port, requests, FACTOR * capacity, OVERLOAD_S,
                                   max_connections=8192, timeout=40.0))
+        gc_after = gc_pauses(server.ops_url)
         after = run(closed_loop("127.0.0.1", server.port, requests, 32, 4.0))
         prober.wait(OVERLOAD_S + 30)
         probes = json.loads(probes_file.read_text())
@@ -161,6 +170,10 @@ def test_three_times_capacity_is_shed_cheaply_and_the_service_keeps_serving(pack
             "probe_p50_ms": round(1000 * percentile(probe_seconds, 0.5), 1),
             "probe_p99_ms": round(1000 * percentile(probe_seconds, 0.99), 1),
             "probe_max_ms": round(1000 * probe_seconds[-1], 1),
+            # GC_YOUNG_THRESHOLD at work: how often and how long the collector stopped the worker
+            "gc_pauses_during_flood": {generation: {"collections": int(count - gc_before[generation][0]),
+                                                    "seconds": round(seconds - gc_before[generation][1], 3)}
+                                       for generation, (count, seconds) in gc_after.items()},
             "rss_mib_before": round(rss_before / 2**20, 1), "rss_mib_peak": round(rss.peak / 2**20, 1),
             "recovery_s_to_90pct_capacity": recovery_seconds(after, capacity),
             "after_outcomes": {str(k): v for k, v in after.count().items()},
