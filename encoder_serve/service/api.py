@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
+from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, Response
 
 from encoder_serve.service import routes
@@ -16,13 +18,16 @@ from encoder_serve.service.http import (
     ERRORS,
     JSON,
     TIMEOUT_PARAMETER,
+    Answer,
     authorize,
+    parse_json,
     read_json,
     request_timeout,
     service_of,
 )
 from encoder_serve.service.probes import liveness_body, readiness_body
 from encoder_serve.service.schemas import ClassifyResponse, ErrorResponse, ExplainResponse, ModelsResponse
+from encoder_serve.service.state import Service
 
 
 def rank(probabilities: Sequence[np.ndarray], labels: list[str], top_k: int | None) -> list[list[dict]]:
@@ -52,7 +57,21 @@ def explanation(explained, ref: str, labels: list[str], body) -> dict:
     return answer
 
 
-def build_router(request_model: type[BaseModel], explain_model: type[BaseModel]) -> APIRouter:
+def classify_answer(request_model: type[BaseModel]) -> Answer:
+    async def answer(service: Service, headers: Headers, body: bytes) -> bytes:
+        """Auth, deadline, body, the batched model, ranked labels."""
+        authorize(service.settings.api_key, headers)
+        timeout_s = request_timeout(service.settings.request_timeout_s, headers)
+        parsed = parse_json(body, headers, request_model)
+        probabilities = await service.pipeline.classify(parsed.inputs, truncate=parsed.truncate, timeout_s=timeout_s)
+        return orjson.dumps({"model": service.package.ref,
+                             "predictions": rank(probabilities, service.package.labels, parsed.top_k)})
+
+    return answer
+
+
+def build_router(request_model: type[BaseModel], explain_model: type[BaseModel],
+                 classify_answer: Answer) -> APIRouter:
     router = APIRouter()
     request_schema = {"$ref": f"#/components/schemas/{request_model.__name__}"}  # app.document_model adds it
     explain_schema = {"$ref": f"#/components/schemas/{explain_model.__name__}"}
@@ -62,16 +81,10 @@ def build_router(request_model: type[BaseModel], explain_model: type[BaseModel])
                      "parameters": [TIMEOUT_PARAMETER], "requestBody": {"required": True, "content": {
                          "application/json": {"schema": request_schema}}}})
     async def classify(request: Request) -> Response:
-        """Auth, deadline, body, the batched model, ranked labels. Normally called by the middleware's fast
-        path before FastAPI routes the request: same code, same answers."""
-        service = service_of(request)
-        authorize(service.settings.api_key, request)
-        timeout_s = request_timeout(service.settings.request_timeout_s, request)
-        body = await read_json(request, request_model)
-        probabilities = await service.pipeline.classify(
-            body.inputs, truncate=body.truncate, timeout_s=timeout_s)
-        return JSON({"model": service.package.ref,
-                     "predictions": rank(probabilities, service.package.labels, body.top_k)})
+        """`classify_answer` through FastAPI. The middleware's fast path calls that answer itself before
+        FastAPI routes the request: same code, same answers."""
+        answer = await classify_answer(service_of(request), request.headers, await request.body())
+        return Response(answer, media_type=JSON.media_type)
 
     @router.post(routes.EXPLAIN.path, response_model=ExplainResponse, tags=["inference"],
                  responses={**ERRORS, 501: {"model": ErrorResponse}},
@@ -85,8 +98,8 @@ def build_router(request_model: type[BaseModel], explain_model: type[BaseModel])
                      "application/json": {"schema": explain_schema}}}})
     async def explain(request: Request) -> Response:
         service = service_of(request)
-        authorize(service.settings.api_key, request)
-        timeout_s = request_timeout(service.settings.request_timeout_s, request)
+        authorize(service.settings.api_key, request.headers)
+        timeout_s = request_timeout(service.settings.request_timeout_s, request.headers)
         body = await read_json(request, explain_model)
         explained = await service.pipeline.explain(body.inputs, truncate=body.truncate, timeout_s=timeout_s)
         return JSON(explanation(explained, service.package.ref, service.package.labels, body))
@@ -95,7 +108,7 @@ def build_router(request_model: type[BaseModel], explain_model: type[BaseModel])
                 tags=["inference"], summary="The served model, as its manifest describes it")
     async def models(request: Request) -> Response:
         service = service_of(request)
-        authorize(service.settings.api_key, request)
+        authorize(service.settings.api_key, request.headers)
         package = service.package
         return JSON({"models": [{"name": package.name, "version": package.version, "ref": package.ref,
                                  "precision": service.precision, "labels": package.labels,

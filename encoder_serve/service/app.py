@@ -18,8 +18,7 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
@@ -28,11 +27,12 @@ from encoder_serve.cli import version
 from encoder_serve.package import load_package
 from encoder_serve.service import routes, tracing
 from encoder_serve.service.admission import Admission
-from encoder_serve.service.api import build_router
+from encoder_serve.service.api import build_router, classify_answer
 from encoder_serve.service.apidocs import add_docs_pages
 from encoder_serve.service.backend import AttentionBackend, OnnxBackend
 from encoder_serve.service.batching import Batcher
 from encoder_serve.service.errors import install_error_handlers
+from encoder_serve.service.http import Answer
 from encoder_serve.service.kserve import build_kserve_router
 from encoder_serve.service.metrics import (
     ProcessTreeCollector,
@@ -156,11 +156,9 @@ async def lifespan(app: FastAPI):
             ops.stop()
 
 
-def fast_endpoints(app: FastAPI, routers: list[APIRouter]) -> dict[routes.Route, FastEndpoint]:
-    """The handler of every route the table marks `fast`, callable without FastAPI's routing."""
-    handlers = {(method, r.path): r.endpoint for router in routers for r in router.routes
-                if isinstance(r, APIRoute) for method in r.methods}
-    return {route: FastEndpoint(app, handlers[route.method, route.path]) for route in routes.ROUTES if route.fast}
+def fast_endpoints(app: FastAPI, answers: dict[routes.Route, Answer]) -> dict[routes.Route, FastEndpoint]:
+    """The answer of every route the table marks `fast`, callable without FastAPI's routing."""
+    return {route: FastEndpoint(app, answers[route]) for route in routes.ROUTES if route.fast}
 
 
 class ServiceApp(FastAPI):
@@ -204,7 +202,8 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
                                     max_concurrent_explains=settings.max_concurrent_explains)
     encoder = package.manifest["encoder"]
     explain_model = explain_request_model(settings.max_chars_per_input, encoder["n_layers"], encoder["n_heads"])
-    routers = [build_router(request_model, explain_model), build_kserve_router(request_model)]
+    answers = {routes.CLASSIFY: classify_answer(request_model)}
+    routers = [build_router(request_model, explain_model, answers[routes.CLASSIFY]), build_kserve_router(request_model)]
     for router in routers:
         app.include_router(router)
     add_docs_pages(app)
@@ -212,6 +211,6 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         add_playground(app)
     document_models(app, request_model, explain_model)
     install_error_handlers(app)
-    app.context = RequestContext(app.routed, metrics, app.state.admission, fast_endpoints(app, routers),
+    app.context = RequestContext(app.routed, metrics, app.state.admission, fast_endpoints(app, answers),
                                  app.state.service.tracing)
     return app

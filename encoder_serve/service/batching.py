@@ -36,7 +36,6 @@ it plus, at most, the rest of its own epoch: what admission promised holds.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import threading
 import time
@@ -169,6 +168,10 @@ class Batcher:
         self._queue: deque[Entry] = deque()
         self._queued_tokens = 0
         self._epoch_left = 0  # how many texts at the head of the queue belong to the epoch being served
+        # The queue is scanned for texts to drop only when one may be: a deadline or queue-delay budget
+        # has come (`_expiry`, never later than the earliest of them) or a caller gave up (`_gone`).
+        self._expiry = math.inf
+        self._gone = 0
         self.calibration = 1.0  # actual / estimated queue wait, the median over recent texts
         self._wait_ratios: deque[float] = deque(maxlen=CALIBRATION_TEXTS)
         self._since_calibration = 0
@@ -293,6 +296,8 @@ class Batcher:
                 entry.due, entry.budget_s = due, wait_budget_s
         self._queue.extend(entries)
         self._queued_tokens += tokens
+        if entries:
+            self._expiry = min(self._expiry, deadline, entries[0].due)
         self._metrics.set_queue_depth(len(self._queue))
         self._wakeup.set()
         return entries
@@ -301,6 +306,7 @@ class Batcher:
         """The caller gave up (its deadline passed): its texts leave the queue before compute."""
         for future in futures:
             future.cancel()
+        self._gone += len(futures)
         self._wakeup.set()
 
     def retry_after_s(self) -> int:
@@ -352,7 +358,10 @@ class Batcher:
 
     def _drop_dead(self, now: float) -> None:
         """Remove entries whose deadline passed (they get DeadlineExceeded), whose queue-delay budget passed
-        (WaitedTooLong) or whose caller has gone."""
+        (WaitedTooLong) or whose caller has gone; scans the queue only when one of those may have happened."""
+        if now < self._expiry and not self._gone:
+            return
+        self._gone = 0
         gone = expired = overdue = epoch_dropped = 0
         live: deque[Entry] = deque()
         for position, entry in enumerate(self._queue):
@@ -368,6 +377,7 @@ class Batcher:
                 live.append(entry)
                 continue
             epoch_dropped += position < self._epoch_left
+        self._expiry = min((min(e.deadline, e.due) for e in live), default=math.inf)
         if gone or expired or overdue:
             self._epoch_left -= epoch_dropped
             self._set_queue(live)
@@ -397,17 +407,24 @@ class Batcher:
             return []
         if self._epoch_left <= 0:
             self._epoch_left = min(len(self._queue), self.epoch_size)
-        epoch = itertools.islice(self._queue, self._epoch_left)
+        # only the epoch is taken out and put back: a batch costs the epoch's length, not the queue's
+        epoch = [self._queue.popleft() for _ in range(min(self._epoch_left, len(self._queue)))]
         chosen = select_batch([len(e.ids) for e in epoch], self.max_batch_size, self.max_batch_tokens,
                               self.max_padding_ratio)
         self._epoch_left -= len(chosen)
-        if len(chosen) == len(self._queue):
-            batch = list(self._queue)
-            self._set_queue(deque())
+        if len(chosen) == len(epoch):
+            batch = epoch
         else:
             picked = set(chosen)
-            batch = [self._queue[i] for i in chosen]
-            self._set_queue(deque(e for i, e in enumerate(self._queue) if i not in picked))
+            batch = [epoch[i] for i in chosen]
+            self._queue.extendleft(reversed([e for i, e in enumerate(epoch) if i not in picked]))
+        self._queued_tokens -= sum(len(e.ids) for e in batch)
+        self._metrics.set_queue_depth(len(self._queue))
+        if any(e.future.done() for e in batch):  # cancelled with its request's task, not through `cancel`
+            self._metrics.dropped("cancelled", sum(e.future.done() for e in batch))
+            batch = [e for e in batch if not e.future.done()]
+            if not batch:
+                return []
         padded = len(batch) * max(len(e.ids) for e in batch)
         finish = now + (self._in_flight_tokens / self.model_threads + padded) * self.seconds_per_token
         late = [e for e in batch if e.deadline < finish]

@@ -195,7 +195,7 @@ def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
     @router.get(routes.V2_MODEL_VERSION.path, summary="Model version metadata", responses=guarded)
     async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
         service = service_of(request)
-        authorize(service.settings.api_key, request)
+        authorize(service.settings.api_key, request.headers)
         _model(service, name, version)
         package = service.package
         return JSON({"name": package.name, "versions": [package.version], "platform": "onnxruntime_onnx",
@@ -212,8 +212,8 @@ def build_kserve_router(request_model: type[BaseModel]) -> APIRouter:
                  summary="Inference on a model version", openapi_extra=timeout)
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         service = service_of(request)
-        authorize(service.settings.api_key, request)
-        timeout_s = request_timeout(service.settings.request_timeout_s, request)
+        authorize(service.settings.api_key, request.headers)
+        timeout_s = request_timeout(service.settings.request_timeout_s, request.headers)
         _model(service, name, version)
         infer, texts = await parse_infer_request(request)
         truncate = infer.parameters.get("truncate", True)

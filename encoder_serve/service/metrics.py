@@ -77,6 +77,7 @@ class ServiceMetrics:
         self.ready = Gauge(PREFIX + "ready", "1 when the worker takes traffic.", multiprocess_mode="livemin", **r)
         self.spans_dropped = Counter(PREFIX + "spans_dropped_total", "Trace spans not exported: the export queue "
                                      "was full, or the collector failed.", ["reason"], **r)
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         for reason in ("cancelled", "deadline"):
             self.dropped_texts.labels(reason)
         for reason in REJECTED_REASONS:
@@ -85,6 +86,17 @@ class ServiceMetrics:
             self.spans_dropped.labels(reason)
         for generation in range(3):
             self.gc_pause.labels(str(generation))
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float,
+                        exemplar: dict[str, str] | None = None) -> None:
+        """One answered request, counted by route, method and status and timed by route. The labelled
+        children are looked up once per combination (`labels` takes a lock and builds a key every call)."""
+        children = self._request_children.get((route, method, status))
+        if children is None:
+            children = self._request_children[route, method, status] = (
+                self.requests.labels(route, method, str(status)), self.request_duration.labels(route))
+        children[0].inc()
+        children[1].observe(seconds, exemplar)
 
     # the batcher's side (batching.BatchMetrics)
     def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None:

@@ -154,22 +154,27 @@ class InferencePipeline:
         except Overloaded as refused:
             self.metrics.rejected.labels(refused.reason).inc()
             raise
-        # one text (the common request) waits on its own future: a gather would cost a task per request
-        results = futures[0] if len(futures) == 1 else asyncio.gather(*futures)
-        done, _ = await asyncio.wait({results}, timeout=max(0.0, deadline - loop.time()))
-        if context is not None:
-            self.trace_queue_wait(loop, entries)
-        if done:
-            try:
-                return [results.result()] if len(futures) == 1 else results.result()
-            except DeadlineExceeded:
-                self.batcher.cancel(futures)  # its other texts, if any, are not computed for nobody
-                self.metrics.timeouts.inc()
-                raise RequestTimeout() from None
-            except Overloaded as refused:  # waited past the queue-delay budget
-                self.batcher.cancel(futures)
-                self.metrics.rejected.labels(refused.reason).inc()
-                raise
-        self.batcher.cancel(futures)  # the batcher drops them before compute
-        self.metrics.timeouts.inc()
-        raise RequestTimeout()
+        # At the deadline a timer fails the texts not yet answered (the batcher then drops them before
+        # compute); one text, the common request, is awaited directly, without a gather's bookkeeping.
+        timer = loop.call_at(deadline, expire, futures)
+        try:
+            return [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
+        except DeadlineExceeded:
+            self.batcher.cancel(futures)  # its other texts, if any, are not computed for nobody
+            self.metrics.timeouts.inc()
+            raise RequestTimeout() from None
+        except Overloaded as refused:  # waited past the queue-delay budget
+            self.batcher.cancel(futures)
+            self.metrics.rejected.labels(refused.reason).inc()
+            raise
+        finally:
+            timer.cancel()
+            if context is not None:
+                self.trace_queue_wait(loop, entries)
+
+
+def expire(futures: Sequence[asyncio.Future]) -> None:
+    """A request's deadline came: its texts not answered yet fail with DeadlineExceeded."""
+    for future in futures:
+        if not future.done():
+            future.set_exception(DeadlineExceeded())

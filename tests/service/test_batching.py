@@ -290,6 +290,25 @@ async def test_texts_of_cancelled_callers_are_dropped_before_compute():
     await batcher.close()
 
 
+async def test_texts_given_up_through_cancel_leave_the_queue_before_compute():
+    """The pipeline gives up on a request's texts with `cancel` (its deadline passed): queued behind two
+    batches, they are dropped and counted, never computed."""
+    model = GatedModel()
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    batcher = make(model, metrics)
+    first, second = await next_batch_waiting(model, batcher, [text(2, seed=1)])
+    queued_behind = batcher.submit([text(4, seed=2), text(5, seed=3)], deadline())
+    await settle()
+    assert queued(metrics) == 2
+    batcher.cancel(queued_behind[:1])
+    model.release()
+    await asyncio.gather(*first, *second, queued_behind[1])
+    assert model.batches[1:] == [[2], [5]]
+    assert registry.get_sample_value("encoder_serve_dropped_total", {"reason": "cancelled"}) == 1
+    await batcher.close()
+
+
 async def test_texts_past_their_deadline_are_dropped_and_fail_with_deadline_exceeded():
     model = GatedModel()
     registry = CollectorRegistry()
