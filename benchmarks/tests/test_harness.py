@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import goals
+from benchmarks import goals, request_path
 from benchmarks.loadgen import measure_point
 from benchmarks.machine import CoreSplit
 from benchmarks.profile_service import IDLE, gil_holders, wall_by_thread
-from benchmarks.workload import REPO, write_bodies
+from benchmarks.workload import DEFAULT_DATA, REPO, write_bodies
+
+SHIPPED = REPO / "models" / "emotion"
 
 
 def point(c: int, throughput: float, p50: float = 1.0) -> dict:
@@ -217,3 +220,26 @@ def test_a_sweep_table_shows_the_share_of_answers_refused():
                       "rows": [row("128", 100, 500), row("128", 0, 500), row("512", 0, 1000)]})
     assert "| 1 | 256 | 128 | 1,000 [1,000–1,000] | 10 | 10.0% |" in table
     assert "| 1 | 256 | 512 | 1,000 [1,000–1,000] | 10 | 0.0% |" in table
+
+
+
+def test_the_request_path_round_answers_every_request_and_measures_the_event_loop():
+    row = request_path.one_round(str(SHIPPED), DEFAULT_DATA, requests=300, concurrency=16, texts_per_request=2)
+    assert row["statuses"] == {200: 300}
+    assert 0 < row["loop_cpu_us_per_request"] <= row["process_cpu_us_per_request"]
+    assert row["code"] == str(REPO)
+
+
+def test_the_request_path_baseline_runs_the_other_checkouts_code(tmp_path):
+    """--baseline must import encoder_serve from the other checkout, not from this one: a copy of the
+    package whose classify answers 503 shows which code ran."""
+    shutil.copytree(REPO / "encoder_serve", tmp_path / "encoder_serve", ignore=shutil.ignore_patterns("__pycache__"))
+    api = tmp_path / "encoder_serve" / "service" / "api.py"
+    docstring = '        """Auth, deadline, body, the batched model, ranked labels."""\n'
+    assert docstring in api.read_text()
+    api.write_text(api.read_text().replace(docstring, docstring + "        from encoder_serve.service.http import "
+                                           "ApiError\n        raise ApiError(503, 'the baseline')\n"))
+    args = argparse.Namespace(package=str(SHIPPED), data=DEFAULT_DATA, requests=50, concurrency=4, texts_per_request=1)
+    row = request_path.measure(tmp_path, args)
+    assert row["code"] == str(tmp_path)
+    assert row["statuses"] == {"503": 50}
