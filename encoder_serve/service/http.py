@@ -4,9 +4,9 @@ Every 4xx and 5xx answer has one shape:
 
     {"error": {"type": "validation_error", "message": "...", "details": [{"field": "inputs[3]", "message": "..."}]}}
 
-The hot routes take only the `Request` and call these helpers directly (no `Depends` chain, no FastAPI
-body parameter): FastAPI resolves a dependency chain per request, runs a plain-`def` dependency in its
-thread pool, and parses a body parameter with the standard library, which together cost more than the
+The hot routes call these helpers directly with the request's headers and body (no `Depends` chain, no
+FastAPI body parameter): FastAPI resolves a dependency chain per request, runs a plain-`def` dependency in
+its thread pool, and parses a body parameter with the standard library, which together cost more than the
 model on the hot path. `openapi_extra` keeps the documented contract.
 """
 
