@@ -18,7 +18,6 @@ object on the way) and maps errors through the app's own exception handlers, so 
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 import time
@@ -30,12 +29,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from encoder_serve.service.admission import Admission
 from encoder_serve.service.http import Answer, error_response, read_body
-from encoder_serve.service.logs import request_id, trace_id
+from encoder_serve.service.logs import AccessLog, request_id, trace_id
 from encoder_serve.service.metrics import ServiceMetrics
 from encoder_serve.service.routes import Route, match
 from encoder_serve.service.tracing import Tracing
 
-access_log = logging.getLogger("encoder_serve.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # anything else could forge log lines: replace it
 
 
@@ -82,6 +80,7 @@ class RequestContext:
         self.admission = admission
         self.fast_endpoints = fast_endpoints or {}
         self.tracing = tracing
+        self.access_log = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,10 +134,9 @@ class RequestContext:
                 if status >= 500:
                     span.set_status(self.tracing.trace.StatusCode.ERROR)
                 span.end()
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info("request", extra={"fields": {
-                    "method": scope["method"], "path": scope["path"], "route": label, "status": status,
-                    "duration_ms": round(seconds * 1000, 3)}})
+            if self.access_log.enabled():
+                self.access_log.write({"method": scope["method"], "path": scope["path"], "route": label,
+                                       "status": status, "duration_ms": round(seconds * 1000, 3)})
             trace_id.reset(trace_token)
             request_id.reset(token)
 

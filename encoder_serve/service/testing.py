@@ -75,6 +75,16 @@ class ServerProcess:
         self.stop()
         raise TimeoutError(f"{self.name} not ready within {self.startup_timeout} s at {self.url}")
 
+    def log_lines(self, containing: str, timeout: float = 5.0) -> list[str]:
+        """The log's lines that contain `containing`, waiting up to `timeout` s for at least one (the
+        service writes its access lines at most 0.1 s after the request, see logs.AccessLog)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.log_path.read_text().splitlines() if containing in line]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
     def terminate(self) -> None:
         """Send SIGTERM (graceful drain) without waiting."""
         if self.process and self.process.poll() is None:

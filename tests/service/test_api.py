@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -124,6 +125,27 @@ def test_a_bad_timeout_header_gets_422_naming_the_header(server, value):
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "x-request-timeout-ms"
 
 
+def test_every_request_gets_one_whole_json_access_line(server):
+    """Access lines are gathered and written in chunks by each of the two workers into one file: every
+    request still gets exactly one line, and no line is cut or mixed with another."""
+    ids = [f"access-{i:03d}" for i in range(300)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda rid: classify(server, {"inputs": "x"}, headers={"X-Request-ID": rid}), ids))
+    assert all(a.status_code == 200 for a in answers)
+    server.log_lines('"request_id":"access-299"')
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in server.log.read_text().splitlines()]  # each a whole JSON object
+        access = [line for line in lines if line.get("request_id", "").startswith("access-")]
+        if len(access) >= len(ids):
+            break
+        time.sleep(0.05)
+    assert sorted(line["request_id"] for line in access) == ids
+    assert {(line["logger"], line["level"], line["msg"], line["route"], line["status"]) for line in access} == {
+        ("encoder_serve.access", "info", "request", "/v1/classify", 200)}
+    assert all(line["duration_ms"] > 0 for line in access)
+
+
 def test_unknown_routes_and_methods_answer_in_the_same_error_shape(server):
     missing = httpx.get(server.url + "/v1/nothing")
     wrong_method = httpx.get(server.url + "/v1/classify")
@@ -137,8 +159,8 @@ def test_an_incoming_request_id_is_kept_and_a_missing_one_is_made(server):
     forged = 'x","level":"critical'  # would forge a log field if it were kept
     made = classify(server, {"inputs": "x"}, headers={"X-Request-ID": forged})
     assert made.headers["x-request-id"] not in ("", forged)
-    log_lines = server.log.read_text()
-    assert '"request_id":"trace-42"' in log_lines and '"level":"critical"' not in log_lines
+    assert server.log_lines('"request_id":"trace-42"')
+    assert all(json.loads(line)["level"] != "critical" for line in server.log.read_text().splitlines())
     made_ids = {classify(server, {"inputs": "x"}).headers["x-request-id"] for _ in range(20)}
     assert len(made_ids) == 20 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in made_ids)
 

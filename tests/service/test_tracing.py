@@ -36,7 +36,7 @@ def classify(server, headers: dict[str, str]) -> httpx.Response:
 
 
 def test_a_request_gives_a_span_tree_in_the_callers_trace_and_a_linked_batch_span(traced):
-    server, receiver, log = traced
+    server, receiver, _ = traced
     r = classify(server, {"traceparent": f"00-{TRACE}-{CALLER_SPAN}-01", "X-Request-ID": "traced-1"})
     assert r.status_code == 200
     spans = receiver.wait_for(lambda spans: sum(b.attributes["batch.size"] for b in spans if b.name == "batch"
@@ -59,7 +59,7 @@ def test_a_request_gives_a_span_tree_in_the_callers_trace_and_a_linked_batch_spa
         assert batch.attributes["batch.padded_tokens"] >= batch.attributes["batch.tokens"] >= 1
         assert 0 <= batch.attributes["batch.padding_ratio"] < 1
     assert r.headers["traceresponse"] == f"00-{TRACE}-{request.span_id}-01"
-    lines = [json.loads(line) for line in log.read_text().splitlines() if "traced-1" in line]
+    lines = [json.loads(line) for line in server.log_lines("traced-1")]
     assert lines and all(line["trace_id"] == TRACE for line in lines)
 
 
