@@ -1,14 +1,15 @@
 """What one classify request costs the event loop, with no HTTP server and no client in the way.
 
-    python -m benchmarks.request_path [--package models/emotion] [--baseline DIR] [--rounds 3]
+    python -m benchmarks.request_path [--package models/emotion] [--baseline DIR] [--log-level info] [--rounds 3]
 
 The service's ASGI application runs in-process with its lifespan (real ONNX Runtime, real batcher, one
 worker's settings: WORKERS=1, so the model threads are the machine's), and `--concurrency` callers send
 POST /v1/classify straight into it, each request a different test-split text. What is measured is the CPU
 time of the event loop's thread per request (`time.thread_time`): everything the service's Python does for
 a request (middleware, admission, parsing, tokenization, queueing, the batcher's scheduler, ranking,
-metrics), which on a small model is the part of a request's cost that is not the model's. The whole
-process's CPU per request (the model threads included) and the requests per second are printed beside it.
+metrics, and at `--log-level info` the access line), which on a small model is the part of a request's cost
+that is not the model's. The whole process's CPU per request (the model threads included) and the requests
+per second are printed beside it. Logging is set up as in a worker of the service, standard output a pipe.
 
 HTTP (Granian, the kernel, the client) is left out on purpose: it is the same for every version of the
 application, and without it the Python path is measured with less noise than through wrk. `make bench`
@@ -16,7 +17,7 @@ measures the whole. With `--baseline DIR` (a checkout of another commit, e.g. `g
 HEAD~1`) the same measurement runs on that code too, the two alternating round by round in one run, so a
 change to the request path can be judged by the ratio on a noisy machine. Each round is a fresh process.
 
-Writes benchmarks/results/request_path/results.json and results.md.
+Writes benchmarks/results/request_path/results-<log level>.json and .md.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging.config
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,11 +86,8 @@ async def drive(app, bodies: list[bytes], requests: int, concurrency: int) -> di
 
 
 def one_round(package: str, data: Path, requests: int, concurrency: int, texts_per_request: int,
-              source: Path | None = None) -> dict:
-    """One measurement in this process (run as a subprocess of `main`, so each round starts fresh), with
-    encoder_serve imported from `source` when given."""
-    if source is not None:
-        sys.path.insert(0, str(source))
+              log_level: str = "warning") -> dict:
+    """One measurement in this process (`main` runs each round in a fresh interpreter)."""
     import uvloop
 
     import encoder_serve
@@ -102,7 +102,7 @@ def one_round(package: str, data: Path, requests: int, concurrency: int, texts_p
                   for i in range(0, len(texts) - texts_per_request + 1, texts_per_request)]
 
     async def run() -> dict:
-        app = create_app(load_settings(model_dir=package, workers=1, log_level="warning", ops_port=0))
+        app = create_app(load_settings(model_dir=package, workers=1, log_level=log_level, ops_port=0))
         async with app.router.lifespan_context(app):
             return await drive(app, bodies, requests, concurrency)
 
@@ -111,14 +111,17 @@ def one_round(package: str, data: Path, requests: int, concurrency: int, texts_p
 
 def measure(source: Path | None, args: argparse.Namespace) -> dict:
     """One round in a fresh interpreter, importing encoder_serve from `source` (None: this checkout)."""
-    argv = [sys.executable, "-m", "benchmarks.request_path", "--one-round", "--package", args.package,
-            "--data", str(args.data), "--requests", str(args.requests), "--concurrency", str(args.concurrency),
-            "--texts-per-request", str(args.texts_per_request)] + (["--source", str(source)] if source else [])
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"a round failed (exit {done.returncode}): {done.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "round.json"
+        argv = [sys.executable, "-m", "benchmarks.request_path", "--one-round", str(result), "--package",
+                args.package, "--data", str(args.data), "--requests", str(args.requests), "--concurrency",
+                str(args.concurrency), "--texts-per-request", str(args.texts_per_request), "--log-level",
+                args.log_level] + (["--source", str(source)] if source else [])
+        # the service's log lines go where a container's would go, a pipe, read and dropped here
+        done = subprocess.run(argv, cwd=REPO, capture_output=True, check=False)
+        if done.returncode != 0 or not result.is_file():
+            raise RuntimeError(f"a round failed (exit {done.returncode}): {done.stderr.decode()[-3000:]}")
+        return json.loads(result.read_text())
 
 
 def shown(path: str) -> str:
@@ -130,8 +133,10 @@ def shown(path: str) -> str:
 def report(results: dict) -> str:
     machine = results["machine"]
     command = "python -m benchmarks.request_path" + (f" --baseline {results['baseline']}" if results["baseline"] else "")
+    if results["log_level"] != "warning":
+        command += f" --log-level {results['log_level']}"
     title = (f"# The request path in-process: {results['texts_per_request']} text(s) per request, "
-             f"{results['concurrency']} callers")
+             f"{results['concurrency']} callers, LOG_LEVEL={results['log_level']}")
     setting = (f"Measured {machine['date']}, {machine['cpu_model']}, {machine['cpus']} CPUs, load average at start "
                f"{machine['load_average_at_start']}, Python {machine['python']}, commit {machine['git_commit']}; "
                f"package `{results['package']}`; {results['requests']:,} requests per round, {results['rounds']} "
@@ -159,12 +164,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="a checkout of other code to measure alongside")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--one-round", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="warning", help="the service's LOG_LEVEL (info: access lines on)")
+    parser.add_argument("--one-round", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one_round:
-        print(json.dumps(one_round(args.package, args.data, args.requests, args.concurrency,
-                                   args.texts_per_request, args.source)))
+    if args.one_round:  # a round's own process: encoder_serve from --source, logging as a worker sets it up
+        if args.source is not None:
+            sys.path.insert(0, str(args.source))
+        from encoder_serve.service.logs import log_config
+        logging.config.dictConfig(log_config(args.log_level))
+        row = one_round(args.package, args.data, args.requests, args.concurrency, args.texts_per_request,
+                        args.log_level)
+        args.one_round.write_text(json.dumps(row))
         return
     contenders = {"this checkout": None}
     if args.baseline is not None:
@@ -180,7 +191,7 @@ def main() -> None:
     keys = ("loop_cpu_us_per_request", "process_cpu_us_per_request", "requests_per_s")
     results = {"machine": describe(CoreSplit.default()),
                "package": shown(args.package), "requests": args.requests, "concurrency": args.concurrency,
-               "texts_per_request": args.texts_per_request, "rounds": args.rounds,
+               "texts_per_request": args.texts_per_request, "rounds": args.rounds, "log_level": args.log_level,
                "baseline": str(args.baseline) if args.baseline else None,
                "contenders": {name: {k: statistics.median(row[k] for row in rows) for k in keys}
                               for name, rows in rounds.items()},
@@ -190,8 +201,8 @@ def main() -> None:
         results["ratio_loop_cpu"] = ours["loop_cpu_us_per_request"] / theirs["loop_cpu_us_per_request"]
         results["ratio_requests_per_s"] = ours["requests_per_s"] / theirs["requests_per_s"]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "results.md").write_text(report(results))
+    (args.out / f"results-{args.log_level}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"results-{args.log_level}.md").write_text(report(results))
     print(report(results))
 
 

@@ -239,7 +239,8 @@ def test_the_request_path_baseline_runs_the_other_checkouts_code(tmp_path):
     assert docstring in api.read_text()
     api.write_text(api.read_text().replace(docstring, docstring + "        from encoder_serve.service.http import "
                                            "ApiError\n        raise ApiError(503, 'the baseline')\n"))
-    args = argparse.Namespace(package=str(SHIPPED), data=DEFAULT_DATA, requests=50, concurrency=4, texts_per_request=1)
+    args = argparse.Namespace(package=str(SHIPPED), data=DEFAULT_DATA, requests=50, concurrency=4, texts_per_request=1,
+                              log_level="info")
     row = request_path.measure(tmp_path, args)
     assert row["code"] == str(tmp_path)
     assert row["statuses"] == {"503": 50}
