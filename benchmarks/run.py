@@ -84,8 +84,9 @@ def levels(concurrency: tuple[int, ...], texts_per_request: int) -> list[int]:
 
 def contenders(package: ModelPackage, precisions: list[str], checkpoint: Path | None, threads: int,
                batching_off: list[str], texts_per_request: int = 0) -> list[Contender]:
-    # the service's own defaults for its threads, as `make serve` runs it
-    base = {"MODEL_DIR": str(package.path), "WORKERS": "", "LOG_LEVEL": "warning", "API_KEY": "",
+    # the service's own defaults, as `make serve` runs it: its threads, and LOG_LEVEL=info, an access line
+    # per request (written to the contender's log file under logs/)
+    base = {"MODEL_DIR": str(package.path), "WORKERS": "", "LOG_LEVEL": "info", "API_KEY": "",
             "MODEL_THREADS": "", "ORT_INTRA_OP_THREADS": ""}
     out = []
     for precision in precisions:
