@@ -46,8 +46,9 @@ class AccessLog:
     """One JSON line per request, the shape `JsonFormatter` gives (logger encoder_serve.access, level info).
 
     Through the logging module a line cost 15 us of the event loop and a write(2) per request, which lets go
-    of the GIL and waits to get it back behind the model thread: in-process, 50-80 us per request, a quarter
-    of what the rest of a request's Python cost. So where logging is ours (`log_config`'s JsonStdout
+    of the GIL and waits to get it back behind the model thread: in-process, with standard output a pipe,
+    about 90 us per request, a third of the rest of a request's Python (docs/benchmarks.md, "The request
+    path"). So where logging is ours (`log_config`'s JsonStdout
     handler), lines are gathered and written to standard output as nginx's buffered access log does: in
     whole lines, at most PIPE_BUF bytes per write (so that two workers' writes to one pipe never interleave
     within a line), at the latest `flush_s` after the first line of a chunk, and at shutdown. Anywhere else
