@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,9 +261,11 @@ def weights_digest(checkpoint: Path) -> str:
 
 
 class TeacherCache:
-    """A teacher's outputs per text, in shards `teacher_cache/WEIGHTS-KIND-N.safetensors` inside its directory:
+    """A teacher's outputs per text, in shards `teacher_cache/WEIGHTS-KIND-ID.safetensors` inside its directory:
     `keys` (N, 32) SHA-256 of each text, `logits` (N, L), and for relations (KIND `relations-hH`) the word
-    counts and the flattened float16 matrices. Only texts not yet cached are ever computed."""
+    counts and the flattened float16 matrices. Only texts not yet cached are ever computed. Each shard gets
+    a name no other writer picks and appears whole (written under a temporary name, then renamed), so
+    trainings running at once can share a teacher: at worst two of them label the same new texts."""
 
     def __init__(self, checkpoint: Path, kind: str):
         self.dir = checkpoint / CACHE_DIR
@@ -286,7 +290,10 @@ class TeacherCache:
         self.dir.mkdir(exist_ok=True)
         tensors = flatten(rows)
         tensors["keys"] = torch.from_numpy(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32).copy())
-        save_file(tensors, str(self.dir / f"{self.prefix}{len(self.shards())}.safetensors"))
+        name = f"{self.prefix}{time.time_ns():x}-{os.getpid()}.safetensors"
+        partial = self.dir / f".{name}.partial"
+        save_file(tensors, str(partial))
+        os.replace(partial, self.dir / name)
 
 
 def flatten(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -3,6 +3,9 @@ and the encoder's forward option that exposes the last layer without changing th
 
 from __future__ import annotations
 
+import multiprocessing
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -86,6 +89,29 @@ def test_the_teacher_labels_each_text_once_and_only_new_texts_later(tokenizers, 
     relations = teacher.internals(TEXTS[:2], n_heads=3)
     assert relations[0].attention.shape == (3, 6, 7)  # [CLS] + 5 words, 3 relation heads; + the rest column
     assert len(list((path / "teacher_cache").glob("*.safetensors"))) == 3  # logits twice, relations once
+    assert not list((path / "teacher_cache").glob(".*"))  # no partial shard left behind
+
+
+def add_one_shard(path: Path, k: int, start) -> None:
+    cache = distill.TeacherCache(path, "logits")
+    start.wait()  # every writer finds the same shards on disk, as trainings started together do
+    cache.add([bytes([k]) * 32], [{"logits": torch.full((2,), float(k))}])
+
+
+def test_trainings_labelling_for_one_teacher_at_once_keep_every_shard(tokenizers, tmp_path):
+    _, tokenizer = tokenizers
+    path = save_checkpoint(tiny(200, 48, 6), tokenizer, tmp_path / "teacher")
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(8)
+    writers = [context.Process(target=add_one_shard, args=(path, k, start)) for k in range(8)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(60)
+    assert [w.exitcode for w in writers] == [0] * 8
+    found = distill.TeacherCache(path, "logits").load()
+    assert sorted(found) == [bytes([k]) * 32 for k in range(8)]
+    assert all(found[bytes([k]) * 32]["logits"][0] == k for k in range(8))
 
 
 def test_synonym_augmentation_replaces_words_by_embedding_neighbours():
