@@ -154,7 +154,7 @@ async def lifespan(app: FastAPI):
         gc_pauses.stop()
         if ops is not None:
             ops.stop()
-        app.context.access_log.flush()
+        app.context.access_log.close()
 
 
 def fast_endpoints(app: FastAPI, answers: dict[routes.Route, Answer]) -> dict[routes.Route, FastEndpoint]:

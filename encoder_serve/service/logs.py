@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
+import threading
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -48,27 +51,39 @@ class AccessLog:
     Through the logging module a line cost 15 us of the event loop and a write(2) per request, which lets go
     of the GIL and waits to get it back behind the model thread: in-process, with standard output a pipe,
     about 90 us per request, a third of the rest of a request's Python (docs/benchmarks.md, "The request
-    path"). So where logging is ours (`log_config`'s JsonStdout
-    handler), lines are gathered and written to standard output as nginx's buffered access log does: in
-    whole lines, at most PIPE_BUF bytes per write (so that two workers' writes to one pipe never interleave
-    within a line), at the latest `flush_s` after the first line of a chunk, and at shutdown. Anywhere else
-    (the app under another server or test harness) each line goes through the logging module as before."""
+    path"). So where logging is ours (`log_config`'s JsonStdout handler), lines are gathered as nginx's
+    buffered access log does and written in whole lines, at most PIPE_BUF bytes per write (so that two
+    workers' writes to one pipe never interleave within a line), at the latest `flush_s` after the first
+    line of a chunk, and at shutdown. The writes happen on a thread of their own: a reader of standard output
+    that stops reading (a full pipe) stalls that thread, never the event loop, so probes and requests go on
+    being answered. While it is stalled, chunks wait up to `backlog_bytes`; lines beyond that are dropped,
+    counted by `dropped(n)` (the service's log_lines_dropped_total) and reported in a warning line once
+    standard output takes lines again. Anywhere else (the app under another server or test harness) each line
+    goes through the logging module as before."""
 
-    def __init__(self, flush_s: float = 0.1):
+    def __init__(self, flush_s: float = 0.1, backlog_bytes: int = 1 << 20,
+                 dropped: Callable[[int], None] | None = None):
         self.logger = logging.getLogger("encoder_serve.access")
         self.flush_s = flush_s
+        self.backlog_bytes = backlog_bytes
+        self.dropped = dropped
         self._chunk: list[bytes] = []
         self._size = 0
         self._timer: Any = None
-        self._stream: Any = None  # our handler's stream, once `write` has found it
+        self._fd: int | bool | None = None  # our handler's file descriptor, once `write` has found it
+        self._lost = 0  # lines dropped since the last chunk that was handed on
+        self._pending = 0  # bytes handed to the writer thread and not written yet
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
 
     def write(self, fields: dict[str, Any]) -> None:
-        if self._stream is None:
-            self._stream = next((h.stream for h in logging.getLogger().handlers if isinstance(h, JsonStdout)), False)
-        if not self._stream or self.logger.handlers or not self.logger.propagate:
+        if self._fd is None:
+            self._fd = self._our_descriptor()
+        if self._fd is False or self.logger.handlers or not self.logger.propagate:
             self.logger.info("request", extra={"fields": fields})
             return
         entry: dict[str, Any] = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "info",
@@ -91,18 +106,61 @@ class AccessLog:
                 self.flush()
 
     def flush(self) -> None:
-        """Write what is gathered now (one write), in order with what the logging module wrote before."""
+        """Hand what is gathered to the writer thread (one write), or drop it if the backlog is full."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if not self._chunk:
             return
-        chunk, self._chunk, self._size = b"".join(self._chunk), [], 0
-        try:
-            self._stream.flush()
-            os.write(self._stream.fileno(), chunk)
-        except (OSError, ValueError):  # standard output closed or not a file: the lines are lost, as logging would
-            pass
+        lines, chunk, self._chunk, self._size = len(self._chunk), b"".join(self._chunk), [], 0
+        if self._lost:
+            chunk = orjson.dumps({"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "warning",
+                                  "logger": self.logger.name, "msg": f"{self._lost} access lines dropped: standard "
+                                  "output did not take them", "dropped": self._lost}) + b"\n" + chunk
+        with self._lock:
+            full = self._pending + len(chunk) > self.backlog_bytes
+            if not full:
+                self._pending += len(chunk)
+        if full:
+            self._lost += lines
+            if self.dropped is not None:
+                self.dropped(lines)
+            return
+        self._lost = 0
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_chunks, args=(self._fd,), name="access-log",
+                                            daemon=True)
+            self._writer.start()
+        self._queue.put(chunk)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is gathered and wait up to `timeout` s for it (a stalled reader must not hold up exit)."""
+        self.flush()
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout)
+            self._writer = None if not self._writer.is_alive() else self._writer
+
+    @staticmethod
+    def _our_descriptor() -> int | bool:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, JsonStdout):
+                try:
+                    return handler.stream.fileno()
+                except (OSError, ValueError):  # not a file (a test's captured output)
+                    return False
+        return False
+
+    def _write_chunks(self, fd: int) -> None:
+        while (chunk := self._queue.get()) is not None:
+            view = memoryview(chunk)
+            try:
+                while view:  # a pipe takes a chunk of at most PIPE_BUF whole; a file may take less
+                    view = view[os.write(fd, view):]
+            except OSError:  # standard output closed: the lines are lost, as logging's would be
+                pass
+            with self._lock:
+                self._pending -= len(chunk)
 
 
 def log_config(level: str) -> dict[str, Any]:

@@ -77,6 +77,8 @@ class ServiceMetrics:
         self.ready = Gauge(PREFIX + "ready", "1 when the worker takes traffic.", multiprocess_mode="livemin", **r)
         self.spans_dropped = Counter(PREFIX + "spans_dropped_total", "Trace spans not exported: the export queue "
                                      "was full, or the collector failed.", ["reason"], **r)
+        self.log_lines_dropped = Counter(PREFIX + "log_lines_dropped_total", "Access lines not written: standard "
+                                         "output stopped taking them and the backlog was full.", **r)
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         for reason in ("cancelled", "deadline"):
             self.dropped_texts.labels(reason)

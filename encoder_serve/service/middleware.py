@@ -80,7 +80,7 @@ class RequestContext:
         self.admission = admission
         self.fast_endpoints = fast_endpoints or {}
         self.tracing = tracing
-        self.access_log = AccessLog()
+        self.access_log = AccessLog(dropped=metrics.log_lines_dropped.inc)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
