@@ -106,6 +106,8 @@ def train_command(checkpoint: Path) -> str:
         kinds = record.get("augment_kinds")
         if kinds and record.get("augment") and list(kinds) != ["dropout", "shuffle", "mix"]:
             args.append(f"--augment-kinds={','.join(kinds)}")
+        if record.get("augment") and record.get("augment_seed") is not None:
+            args.append(f"--augment-seed={record['augment_seed']}")
     return shlex.join(args)
 
 

@@ -81,6 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated perturbations, one drawn per copy: dropout (15%% of words), "
                              "shuffle (a span of 2-5 words), mix (halves of two texts), synonym (20%% of words "
                              "replaced by a nearest neighbour in the teacher's embeddings: keeps the meaning)")
+    distil.add_argument("--augment-seed", type=int, default=None,
+                        help="draw the augmented copies with this seed instead of --seed: students of several "
+                             "seeds then share their copies, and the teacher labels them once")
     train.set_defaults(func=run_train)
 
     attention = subparsers.add_parser(
@@ -117,7 +120,8 @@ def run_train(args: argparse.Namespace) -> int:
                          attention_distill=args.attention_distill, hidden_distill=args.hidden_distill)
     command = "encoder-serve " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     run(args.data, args.out, model_options, config, args.text_column, args.label_column,
-        teachers=args.teacher, augment=args.augment, augment_kinds=kinds, command=command)
+        teachers=args.teacher, augment=args.augment, augment_kinds=kinds, command=command,
+        augment_seed=args.augment_seed)
     return 0
 
 

@@ -215,9 +215,10 @@ def build_model(options: ModelOptions, dataset: Dataset) -> tuple[EncoderClassif
 
 def distillation_examples(teachers: list[str], texts: list[str], labels: list[int], tokenizer: Tokenizer,
                           model: EncoderClassifier, config: TrainConfig, augment: int,
-                          augment_kinds: tuple[str, ...]) -> Examples:
+                          augment_kinds: tuple[str, ...], augment_seed: int | None = None) -> Examples:
     """The training texts plus `augment` teacher-labelled perturbed copies of each, with the teacher's logits
-    (and word-level relations and hidden states when attention or hidden-state distillation is on)."""
+    (and word-level relations and hidden states when attention or hidden-state distillation is on). The
+    copies are drawn with `augment_seed` (default: the training seed)."""
     from encoder_serve.model import distill
 
     teacher = distill.Teacher(teachers, model.config.labels, config.threads, config.eval_batch_size)
@@ -226,7 +227,8 @@ def distillation_examples(teachers: list[str], texts: list[str], labels: list[in
         neighbours = distill.embedding_neighbours(texts, teacher.tokenizer,
                                                   teacher.model.encoder.embeddings.token.weight.detach())
         print(f"synonym augmentation: {len(neighbours)} words have embedding neighbours", file=sys.stderr)
-    extra = distill.augment_texts(texts, augment, seed=config.seed, kinds=augment_kinds, neighbours=neighbours)
+    extra = distill.augment_texts(texts, augment, seed=config.seed if augment_seed is None else augment_seed,
+                                  kinds=augment_kinds, neighbours=neighbours)
     texts, labels = texts + extra, labels + [-1] * len(extra)
     examples = Examples(tokenize(tokenizer, texts), labels, teacher.logits(texts))
     if config.attention_distill or config.hidden_distill:
@@ -241,7 +243,7 @@ def distillation_examples(teachers: list[str], texts: list[str], labels: list[in
 def run(data: str, out: str | Path, model_options: ModelOptions, config: TrainConfig,
         text_column: str = "text", label_column: str = "label", teachers: list[str] | None = None,
         augment: int = 0, augment_kinds: tuple[str, ...] = DEFAULT_AUGMENT_KINDS,
-        command: str | None = None) -> dict:
+        command: str | None = None, augment_seed: int | None = None) -> dict:
     """The whole `encoder-serve train`: returns metrics.json's content."""
     from encoder_serve.model.baseline import fit_baseline
 
@@ -263,7 +265,7 @@ def run(data: str, out: str | Path, model_options: ModelOptions, config: TrainCo
     train_texts, train_labels = dataset.train.texts, dataset.label_ids(dataset.train)
     if teachers:
         train = distillation_examples(list(teachers), train_texts, train_labels, tokenizer, model, config, augment,
-                                      tuple(augment_kinds))
+                                      tuple(augment_kinds), augment_seed)
     else:
         train = Examples(tokenize(tokenizer, train_texts), train_labels)
     validation = Examples(tokenize(tokenizer, dataset.validation.texts), dataset.label_ids(dataset.validation))
@@ -285,7 +287,8 @@ def run(data: str, out: str | Path, model_options: ModelOptions, config: TrainCo
                   training={"data": str(data), "text_column": text_column, "label_column": label_column,
                             "model": asdict(model_options), "train": asdict(config),
                             "teachers": list(teachers or []), "augment": augment,
-                            "augment_kinds": list(augment_kinds)})
+                            "augment_kinds": list(augment_kinds),
+                            **({"augment_seed": augment_seed} if augment_seed is not None else {})})
     report(metrics, baseline, len(dataset.train), model_options, out)
     return metrics
 

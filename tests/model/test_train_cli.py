@@ -84,6 +84,20 @@ def test_distillation_from_a_teacher_runs_end_to_end_and_caches_teacher_logits_p
     assert config["training"]["teachers"] == [str(trained)] and config["training"]["augment"] == 1
     second = encoder_serve(*args, "--out", tmp_path / "student2")
     assert second.returncode == 0 and "labelling" not in second.stderr
+    # with a validation file the training texts do not depend on the seed, only the augmented copies do
+    fixed = tmp_path / "fixed"
+    fixed.mkdir()
+    for split, source in (("train", "train"), ("validation", "test"), ("test", "test")):
+        (fixed / f"{split}.jsonl").write_text((small_emotion / f"{source}.jsonl").read_text())
+    args[2] = fixed
+    first_seed = encoder_serve(*args, "--out", tmp_path / "student3", "--seed", "7")
+    assert first_seed.returncode == 0 and "labelling" in first_seed.stderr
+    other_seed = encoder_serve(*args, "--out", tmp_path / "student4", "--seed", "8")  # its own copies
+    assert other_seed.returncode == 0 and "labelling" in other_seed.stderr
+    shared = encoder_serve(*args, "--out", tmp_path / "student4", "--seed", "9", "--augment-seed", "7")
+    assert shared.returncode == 0 and "labelling" not in shared.stderr
+    record = json.loads((tmp_path / "student4" / "config.json").read_text())["training"]
+    assert record["augment_seed"] == 7 and record["train"]["seed"] == 9
 
 
 def test_attention_and_hidden_state_distillation_from_an_ensemble_teacher(trained, small_emotion, tmp_path):
