@@ -173,6 +173,16 @@ def checkpoint_baseline(checkpoint_dir: Path) -> dict | None:
     return json.loads(metrics.read_text()).get("baseline") if metrics.is_file() else None
 
 
+def portable(path: str | Path) -> str:
+    """A path for the manifest: relative to the working directory when inside it (runs/..., data/...), so
+    that a package built in a checkout names its sources the same way in every clone; else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
 def library_versions() -> dict[str, str]:
     versions = {}
     for name in LIBRARIES:
@@ -263,10 +273,10 @@ def build_package(checkpoint_dir: str | Path, package_dir: str | Path, *, name: 
             "attention": attention_entry,
             "metrics": metrics,
             "baseline": checkpoint_baseline(checkpoint_dir),
-            "source": {"checkpoint": str(checkpoint_dir.resolve()),
+            "source": {"checkpoint": portable(checkpoint_dir),
                        "weights_sha256": sha256_file(checkpoint_dir / "model.safetensors"),
-                       "data": (str(Path(data_dir).resolve()) if Path(data_dir).exists()
-                                else str(data_dir)) if data_dir else None},
+                       "data": (portable(data_dir) if Path(data_dir).exists() else str(data_dir))
+                       if data_dir else None},
             "export": {"opset": onnx_export.OPSET, "exporter": onnx_export.EXPORTER,
                        "optimizer": {"model_type": "bert", "opt_level": optimize.OPT_LEVEL,
                                      "attention_mask": "raw 0/1 mask (any padding side)"},

@@ -10,7 +10,7 @@ import torch
 
 from encoder_serve import onnx_runtime
 from encoder_serve.export import onnx_export, verify
-from encoder_serve.export.build import build_package
+from encoder_serve.export.build import build_package, portable
 from encoder_serve.model.checkpoint import load_checkpoint, save_checkpoint
 from encoder_serve.model.encoder import NORM_PLACEMENTS, POSITION_KINDS, EncoderClassifier, EncoderConfig
 from encoder_serve.package import load_package
@@ -124,7 +124,7 @@ def test_export_refuses_to_overwrite_a_directory_that_is_not_a_package(tiny_chec
 
 def test_the_manifest_describes_where_the_package_came_from(tiny_package, tiny_checkpoint):
     manifest = load_package(tiny_package).manifest
-    assert manifest["source"]["checkpoint"] == str(tiny_checkpoint.resolve())
+    assert manifest["source"]["checkpoint"] == str(tiny_checkpoint.resolve())  # outside the working directory
     assert len(manifest["source"]["weights_sha256"]) == 64
     assert manifest["encoder"]["labels"] == manifest["labels"]
     assert manifest["export"]["opset"] >= 17
@@ -133,3 +133,10 @@ def test_the_manifest_describes_where_the_package_came_from(tiny_package, tiny_c
         for split in ("validation", "test"):
             scores = manifest["metrics"][precision][split]
             assert 0 <= scores["accuracy"] <= 1 and 0 <= scores["macro_f1"] <= 1
+
+
+def test_sources_inside_the_working_directory_are_named_relative_to_it(tmp_path, monkeypatch):
+    (tmp_path / "runs" / "student").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert portable("runs/student") == portable(tmp_path / "runs" / "student") == "runs/student"
+    assert portable(tmp_path.parent) == str(tmp_path.parent.resolve())
