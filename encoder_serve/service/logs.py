@@ -113,14 +113,17 @@ class AccessLog:
         if not self._chunk:
             return
         lines, chunk, self._chunk, self._size = len(self._chunk), b"".join(self._chunk), [], 0
-        if self._lost:
-            chunk = orjson.dumps({"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "warning",
-                                  "logger": self.logger.name, "msg": f"{self._lost} access lines dropped: standard "
-                                  "output did not take them", "dropped": self._lost}) + b"\n" + chunk
+        chunks = [chunk]
+        if self._lost:  # its own write: each stays within PIPE_BUF
+            chunks.insert(0, orjson.dumps({
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "warning",
+                "logger": self.logger.name, "msg": f"{self._lost} access lines dropped: standard output did not "
+                "take them", "dropped": self._lost}) + b"\n")
+        size = sum(map(len, chunks))
         with self._lock:
-            full = self._pending + len(chunk) > self.backlog_bytes
+            full = self._pending + size > self.backlog_bytes
             if not full:
-                self._pending += len(chunk)
+                self._pending += size
         if full:
             self._lost += lines
             if self.dropped is not None:
@@ -131,7 +134,8 @@ class AccessLog:
             self._writer = threading.Thread(target=self._write_chunks, args=(self._fd,), name="access-log",
                                             daemon=True)
             self._writer.start()
-        self._queue.put(chunk)
+        for chunk in chunks:
+            self._queue.put(chunk)
 
     def close(self, timeout: float = 2.0) -> None:
         """Write what is gathered and wait up to `timeout` s for it (a stalled reader must not hold up exit)."""
