@@ -150,7 +150,7 @@ def int8_graph(checkpoint: Path, work: Path, calibration: list[str]) -> Path:
 def measure(variants: list[Variant], graphs: list[Path], datas: list, threads: int, rounds: int) -> None:
     """Fill in each variant's numbers (`datas`: each one's EvalData); rounds interleave the variants so load
     falls on all alike."""
-    from encoder_serve.export import runtime
+    from encoder_serve import onnx_runtime as runtime
     from encoder_serve.export.bench import timed
     from encoder_serve.model.evaluation import classification_report
     from encoder_serve.tokenization import encode, load_tokenizer

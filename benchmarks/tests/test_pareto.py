@@ -21,13 +21,14 @@ def test_train_command_reproduces_the_training_record(tmp_path):
                         "patience": 3, "grad_clip": 1.0, "seed": 0, "threads": 1, "eval_batch_size": 128,
                         "temperature": 2.0, "alpha": 0.9, "attention_distill": 1.0, "hidden_distill": 0.0},
               "teachers": ["runs/teacher", "runs/teacher-s1"], "augment": 4,
-              "augment_kinds": ["dropout", "synonym"], "text_column": "tweet", "label_column": "label"}
+              "augment_kinds": ["dropout", "synonym"], "augment_seed": 0, "text_column": "tweet",
+              "label_column": "label"}
     (tmp_path / "config.json").write_text(json.dumps({"training": record}))
     argv = shlex.split(train_command(tmp_path))
     assert argv[:2] == ["encoder-serve", "train"]
     args = build_parser().parse_args(argv[1:])  # the real CLI accepts it ...
     assert args.out == str(tmp_path) and args.teacher == ["runs/teacher", "runs/teacher-s1"] and args.augment == 4
-    assert args.augment_kinds == "dropout,synonym"
+    assert args.augment_kinds == "dropout,synonym" and args.augment_seed == 0
     assert (args.text_column, args.label_column) == ("tweet", "label")
     for key, value in {**record["model"], **record["train"]}.items():  # ... and sets every recorded value
         if key not in ("pretrained", "threads", "eval_batch_size", "grad_clip", "augment_kinds"):
@@ -88,3 +89,31 @@ def test_labels_keep_their_order_stay_apart_and_inside_the_axes():
     assert all(b - a >= 0.05 - 1e-9 for a, b in itertools.pairwise(ordered))
     assert 0 <= min(heights) and max(heights) <= 1
     assert heights[5] == pytest.approx(0.1)
+
+
+def test_a_checkpoint_is_exported_to_int8_timed_and_scored(tmp_path):
+    """The measuring half of `make pareto` on a real (tiny, untrained) checkpoint: INT8 export, ONNX Runtime."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from benchmarks.pareto import int8_graph, measure
+    from encoder_serve.model.checkpoint import save_checkpoint
+    from encoder_serve.model.encoder import EncoderClassifier, EncoderConfig
+    from encoder_serve.tokenization import train_wordpiece
+
+    texts = [f"i feel {w} today and {v}" for w in ("happy", "sad", "angry", "calm") for v in ("yes", "no", "ok")]
+    tokenizer = train_wordpiece(texts * 4, vocab_size=200)
+    torch.manual_seed(0)
+    model = EncoderClassifier(EncoderConfig(vocab_size=tokenizer.get_vocab_size(), max_length=32, d_model=32,
+                                            n_layers=1, n_heads=2, d_ff=64, labels=["a", "b"]))
+    checkpoint = save_checkpoint(model, tokenizer, tmp_path / "student-tiny")
+    (checkpoint / "config.json").write_text(json.dumps({**json.loads((checkpoint / "config.json").read_text()),
+                                                        "training": {}}))
+    graph = int8_graph(checkpoint, tmp_path / "work", texts)
+    assert graph.is_file() and int8_graph(checkpoint, tmp_path / "work", texts) == graph  # cached
+    variant = Variant("student-tiny", str(checkpoint), "", 0.1, None)
+    labels = np.array([i % 2 for i in range(len(texts))])
+    measure([variant], [graph], [SimpleNamespace(test=SimpleNamespace(texts=texts, labels=labels))], 1, 1)
+    assert 0 <= variant.accuracy <= 100 and variant.latency_p50_ms > 0 and variant.throughput_texts_per_s > 0
