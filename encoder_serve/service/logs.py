@@ -86,15 +86,13 @@ class AccessLog:
         if self._fd is False or self.logger.handlers or not self.logger.propagate:
             self.logger.info("request", extra={"fields": fields})
             return
-        entry: dict[str, Any] = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "info",
-                                 "logger": self.logger.name, "msg": "request"}
+        ids = {}
         rid, tid = request_id.get(), trace_id.get()
         if rid:
-            entry["request_id"] = rid
+            ids["request_id"] = rid
         if tid:
-            entry["trace_id"] = tid
-        entry.update(fields)
-        line = orjson.dumps(entry) + b"\n"
+            ids["trace_id"] = tid
+        line = self._line("info", "request", {**ids, **fields})
         if self._size + len(line) > PIPE_BUF:
             self.flush()
         self._chunk.append(line)
@@ -115,10 +113,8 @@ class AccessLog:
         lines, chunk, self._chunk, self._size = len(self._chunk), b"".join(self._chunk), [], 0
         chunks = [chunk]
         if self._lost:  # its own write: each stays within PIPE_BUF
-            chunks.insert(0, orjson.dumps({
-                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "warning",
-                "logger": self.logger.name, "msg": f"{self._lost} access lines dropped: standard output did not "
-                "take them", "dropped": self._lost}) + b"\n")
+            chunks.insert(0, self._line("warning", f"{self._lost} access lines dropped: standard output did not "
+                                        "take them", {"dropped": self._lost}))
         size = sum(map(len, chunks))
         with self._lock:
             full = self._pending + size > self.backlog_bytes
@@ -143,7 +139,13 @@ class AccessLog:
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join(timeout)
-            self._writer = None if not self._writer.is_alive() else self._writer
+            if not self._writer.is_alive():  # else it is stalled: leave it, the process is ending
+                self._writer = None
+
+    def _line(self, level: str, msg: str, fields: dict[str, Any]) -> bytes:
+        """One JSON line in `JsonFormatter`'s shape."""
+        return orjson.dumps({"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": level,
+                             "logger": self.logger.name, "msg": msg, **fields}) + b"\n"
 
     @staticmethod
     def _our_descriptor() -> int | bool:
