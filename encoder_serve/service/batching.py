@@ -47,6 +47,8 @@ from typing import Protocol
 
 import numpy as np
 
+from encoder_serve.service.threads import name_os_thread
+
 Predict = Callable[[list[Sequence[int]]], np.ndarray]
 # what a batch reports to tracing: the request contexts it served, its wall-clock start and end (ns), its
 # texts, real tokens and padded tokens
@@ -180,7 +182,8 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self.model_threads = model_threads
         self._on_batch = on_batch
-        self._executor = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="model")
+        self._executor = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="model",
+                                            initializer=name_os_thread, initargs=("model",))
         self._task: asyncio.Task | None = None
         self._closing = False
         self._draining = False  # stop holding texts for company

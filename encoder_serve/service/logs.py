@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from encoder_serve.service.threads import named
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 trace_id: ContextVar[str | None] = ContextVar("trace_id", default=None)  # when the request is traced
 
@@ -127,7 +129,7 @@ class AccessLog:
             return
         self._lost = 0
         if self._writer is None:
-            self._writer = threading.Thread(target=self._write_chunks, args=(self._fd,), name="access-log",
+            self._writer = threading.Thread(target=named("access-log", self._write_chunks), args=(self._fd,), name="access-log",
                                             daemon=True)
             self._writer.start()
         for chunk in chunks:

@@ -28,6 +28,7 @@ import numpy as np
 from encoder_serve.service.backend import AttentionBackend, Explanation, OnnxBackend, Tokenized
 from encoder_serve.service.batching import Batcher, DeadlineExceeded, Entry, Overloaded
 from encoder_serve.service.metrics import ServiceMetrics
+from encoder_serve.service.threads import name_os_thread
 from encoder_serve.service.tracing import Tracing
 
 INLINE_TOKENIZE_CHARS = 4096  # below this, a thread hop costs more than tokenizing on the event loop
@@ -62,7 +63,8 @@ class InferencePipeline:
         self.attention = attention
         self.overrun_s: Callable[[], float] = lambda: 0.0  # admission's measured overrun of its promises
         # explain's own lane: one thread, bounded by admission (MAX_CONCURRENT_EXPLAINS), never the batcher's
-        self._explain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain") if attention else None
+        self._explain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain",
+                                           initializer=name_os_thread, initargs=("explain",)) if attention else None
 
     @property
     def precision(self) -> str:

@@ -32,6 +32,8 @@ from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from encoder_serve.service.threads import named
+
 log = logging.getLogger("encoder_serve.probes")
 
 STALL_S = 10.0  # event loop silent this long: not alive
@@ -218,7 +220,7 @@ class OpsServer:
 
         self.server = Server((host, port), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
+        self.thread = threading.Thread(target=named("ops-server", self.server.serve_forever), kwargs={"poll_interval": 0.5},
                                        name="ops-server", daemon=True)
 
     def start(self) -> OpsServer:

@@ -36,6 +36,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from encoder_serve.service.threads import named
+
 log = logging.getLogger("encoder_serve.tracing")
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -61,7 +63,7 @@ class BoundedExport:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="otel-export", daemon=True)
+        self.thread = threading.Thread(target=named("otel-export", self._run), name="otel-export", daemon=True)
         self.thread.start()
 
     # the SpanProcessor interface
