@@ -32,6 +32,7 @@ from encoder_serve.service.settings import Settings, load_settings
 APP = "encoder_serve.service.app:create_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROOT_PID_ENV = "ENCODER_SERVE_ROOT_PID"
+TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"  # read by the tokenizers library when it first batches
 KILL_MARGIN_S = 5  # after SIGTERM, a worker gets REQUEST_TIMEOUT_S plus this to finish, then it is killed
 LISTEN_BACKLOG = 4096  # connections the kernel holds until a worker accepts them (net.core.somaxconn caps it)
 FILES_PER_WORKER = 256  # descriptors a worker needs besides its connections (model, metrics, logs, sockets)
@@ -74,12 +75,20 @@ def prepare_metrics_dir(workers: int) -> Path | None:
     return path
 
 
+def sequential_tokenizer() -> None:
+    """TOKENIZERS_PARALLELISM=false unless the operator set it: the service already runs a worker per CPU,
+    and the tokenizer's own thread pool in each of them (the library's default) took more CPU per text than
+    the event loop saves by handing it the work (docs/benchmarks.md, "Where the CPU goes")."""
+    os.environ.setdefault(TOKENIZERS_PARALLELISM, "false")
+
+
 def serve(settings: Settings) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
     logging.config.dictConfig(log_config(settings.log_level))
     created = prepare_metrics_dir(settings.workers)
+    sequential_tokenizer()
     raise_open_files_limit(settings)
     os.environ[ROOT_PID_ENV] = str(os.getpid())  # the workers report CPU and memory from this process down
     try:

@@ -119,3 +119,28 @@ print("limits", *resource.getrlimit(resource.RLIMIT_NOFILE))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "limits 1024 1024" in out
     assert "open-file limit 1024 is below the 8704 that 2 workers x MAX_CONNECTIONS (4096) need" in out
+
+
+@pytest.mark.parametrize(("given", "pool"), [(None, False), ("true", True)])
+def test_the_launcher_keeps_tokenization_on_the_calling_thread_unless_told_otherwise(given, pool):
+    """A worker per CPU already uses the cores: the tokenizer's own thread pool is off by default (no thread
+    appears when a batch is tokenized), and an operator's TOKENIZERS_PARALLELISM is kept."""
+    code = """
+import os
+from encoder_serve.service.__main__ import sequential_tokenizer
+from encoder_serve.package import load_package
+from encoder_serve.tokenization import load_tokenizer
+sequential_tokenizer()
+package = load_package("models/emotion")
+tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
+before = len(os.listdir("/proc/self/task"))
+tokenizer.encode_batch(["i feel happy today and so do my friends"] * 64)
+print(os.environ["TOKENIZERS_PARALLELISM"], len(os.listdir("/proc/self/task")) - before)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
+    if given is not None:
+        env["TOKENIZERS_PARALLELISM"] = given
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    assert out[0] == (given or "false")
+    assert (int(out[1]) > 0) == pool, out
