@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import goals, request_path
+from benchmarks import goals, request_path, thread_cpu
 from benchmarks.loadgen import measure_point
 from benchmarks.machine import CoreSplit
 from benchmarks.profile_service import IDLE, gil_holders, wall_by_thread
@@ -244,3 +244,21 @@ def test_the_request_path_baseline_runs_the_other_checkouts_code(tmp_path):
     row = request_path.measure(tmp_path, args)
     assert row["code"] == str(tmp_path)
     assert row["statuses"] == {"503": 50}
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
+def test_thread_cpu_tells_the_event_loop_from_the_model_threads():
+    """Against the real service: the threads are found by the names the service gives them in the kernel,
+    and the groups add up to the whole tree's CPU."""
+    split = CoreSplit.default()
+    results = thread_cpu.measure(str(SHIPPED), [4], 1, seconds=1, warmup_s=0, split=split)
+    (p,) = results["points"]
+    assert p["ok"] > 0
+    groups = p["groups"]
+    for group in (thread_cpu.EVENT_LOOP, thread_cpu.GROUPS["model"], thread_cpu.GROUPS["access-log"]):
+        assert group in groups, sorted(groups)
+    assert groups[thread_cpu.GROUPS["model"]]["threads"] >= 1
+    assert groups[thread_cpu.EVENT_LOOP]["user_us"] > 0 and groups[thread_cpu.GROUPS["model"]]["user_us"] > 0
+    total = sum(g["user_us"] + g["system_us"] for g in groups.values())
+    assert total == pytest.approx(p["server_us_per_text"])
+    assert "| model threads |" in thread_cpu.report(results)
