@@ -32,6 +32,7 @@ from encoder_serve.service.settings import Settings, load_settings
 APP = "encoder_serve.service.app:create_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROOT_PID_ENV = "ENCODER_SERVE_ROOT_PID"
+STALE_METRICS = ("*.db", "exemplars_*.json")  # prometheus_client's samples, metrics.SharedExemplars' files
 TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"  # read by the tokenizers library when it first batches
 KILL_MARGIN_S = 5  # after SIGTERM, a worker gets REQUEST_TIMEOUT_S plus this to finish, then it is killed
 LISTEN_BACKLOG = 4096  # connections the kernel holds until a worker accepts them (net.core.somaxconn caps it)
@@ -65,8 +66,9 @@ def prepare_metrics_dir(workers: int) -> Path | None:
     if given:  # the operator chose it: empty it of a previous run's samples, keep the directory
         path = Path(given)
         path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
+        for pattern in STALE_METRICS:
+            for stale in path.glob(pattern):
+                stale.unlink()
         return None
     if workers == 1:
         return None

@@ -2,14 +2,18 @@
 
 With several workers each process writes its samples to PROMETHEUS_MULTIPROC_DIR (prepared by the
 launcher) and /metrics merges them; gauges say how to merge (queue depth and in-flight requests sum over
-live workers, model info and readiness take the live maximum and minimum). The server's own vital signs,
+live workers, model info and readiness take the live maximum and minimum). prometheus_client merges no
+exemplars there, so the request-latency histogram's trace exemplars travel beside them (`SharedExemplars`). The server's own vital signs,
 CPU seconds and resident memory, are read from /proc at scrape time for the whole process tree (the
 launcher and every worker), so they are right however many workers there are.
 """
 
 from __future__ import annotations
 
+import bisect
+import json
 import os
+import time
 from pathlib import Path
 
 from prometheus_client import (
@@ -24,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
 
 PREFIX = "encoder_serve_"
 LATENCY_BUCKETS = (.0005, .001, .0025, .005, .0075, .01, .025, .05, .075, .1, .25, .5, .75, 1, 2.5, 5, 10, 30)
@@ -33,8 +39,74 @@ RATIO_BUCKETS = (0, .05, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1)
 REJECTED_REASONS = ("queue_full", "queue_delay", "concurrency", "body_too_large", "explain_busy")
 
 
+EXEMPLARS_GLOB = "exemplars_*.json"  # a worker's exemplars in the multiprocess directory
+EXEMPLAR_REFRESH_S = 1.0  # a bucket's exemplar is replaced at most this often
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class SharedExemplars:
+    """The request-latency histogram's exemplars when several workers share the metrics.
+
+    Each worker keeps, per route and bucket, the latest traced request's trace id and latency, and writes
+    them to a file of its own in the multiprocess directory (whole, by rename, so a scrape never reads half
+    a file); a bucket's exemplar is replaced at most once per EXEMPLAR_REFRESH_S, so a traced flood writes
+    a few small files a second, not one per request. The scrape (`render`) attaches the newest of each
+    bucket over all workers to the merged histogram, as one process's prometheus_client would."""
+
+    def __init__(self, directory: str | Path, buckets: tuple[float, ...]):
+        self.path = Path(directory) / f"exemplars_{os.getpid()}.json"
+        self.bounds = [*buckets, float("inf")]
+        self.latest: dict[str, dict] = {}  # "route\tle" -> {"labels", "value", "timestamp"}
+
+    def offer(self, route: str, seconds: float, labels: dict[str, str]) -> None:
+        le = floatToGoString(self.bounds[bisect.bisect_left(self.bounds, seconds)])
+        key = f"{route}\t{le}"
+        now = time.time()
+        kept = self.latest.get(key)
+        if kept is not None and now - kept["timestamp"] < EXEMPLAR_REFRESH_S:
+            return
+        self.latest[key] = {"labels": labels, "value": seconds, "timestamp": now}
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        try:
+            partial.write_text(json.dumps(self.latest))
+            os.replace(partial, self.path)
+        except OSError:  # the directory is gone (shutting down): exemplars are a convenience, never an error
+            pass
+
+
+def read_exemplars(directory: str | Path) -> dict[tuple[str, str], Exemplar]:
+    """(route, le) -> the newest exemplar any worker wrote for that bucket."""
+    newest: dict[tuple[str, str], dict] = {}
+    for path in Path(directory).glob(EXEMPLARS_GLOB):
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError):  # a worker's file removed meanwhile
+            continue
+        for key, entry in entries.items():
+            route, _, le = key.partition("\t")
+            if (route, le) not in newest or entry["timestamp"] > newest[route, le]["timestamp"]:
+                newest[route, le] = entry
+    return {key: Exemplar(e["labels"], e["value"], e["timestamp"]) for key, e in newest.items()}
+
+
+class MergedWithExemplars(Collector):
+    """Every worker's samples (prometheus_client's multiprocess merge), with `SharedExemplars`' exemplars on
+    the request-latency histogram's buckets."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def collect(self):
+        exemplars = read_exemplars(self.directory)
+        for family in multiprocess.MultiProcessCollector(None, self.directory).collect():
+            if family.name == PREFIX + "request_duration_seconds" and exemplars:
+                family.samples = [
+                    s._replace(exemplar=exemplars.get((s.labels.get("route"), s.labels.get("le"))))
+                    if s.name.endswith("_bucket") else s for s in family.samples]
+            yield family
 
 
 class ServiceMetrics:
@@ -80,6 +152,10 @@ class ServiceMetrics:
         self.log_lines_dropped = Counter(PREFIX + "log_lines_dropped_total", "Access lines not written: standard "
                                          "output stopped taking them and the backlog was full.", **r)
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # prometheus_client keeps an exemplar only in the process that observed it: with several workers
+        # they are shared through files
+        directory = multiprocess_dir()
+        self.shared_exemplars = SharedExemplars(directory, LATENCY_BUCKETS) if directory else None
         for reason in ("cancelled", "deadline"):
             self.dropped_texts.labels(reason)
         for reason in REJECTED_REASONS:
@@ -99,6 +175,8 @@ class ServiceMetrics:
                 self.requests.labels(route, method, str(status)), self.request_duration.labels(route))
         children[0].inc()
         children[1].observe(seconds, exemplar)
+        if exemplar and self.shared_exemplars is not None:
+            self.shared_exemplars.offer(route, seconds, exemplar)
 
     # the batcher's side (batching.BatchMetrics)
     def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None:
@@ -174,10 +252,10 @@ def render(registry: CollectorRegistry, process_root: int | None = None, accept:
            ) -> tuple[bytes, str]:
     """The exposition: this app's registry, or every worker's samples in multiprocess mode, plus the process
     tree's CPU and memory when `process_root` is given (and /proc exists); OpenMetrics, exemplars included,
-    when the scraper's Accept asks for it (in multiprocess mode prometheus_client keeps no exemplars)."""
-    if multiprocess_dir():
+    when the scraper's Accept asks for it (in multiprocess mode, those `SharedExemplars` wrote)."""
+    if directory := multiprocess_dir():
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(MergedWithExemplars(directory))
         if process_root is not None and Path("/proc").is_dir():
             registry.register(ProcessTreeCollector(process_root))
     if wants_openmetrics(accept):

@@ -5,12 +5,14 @@ checked on what arrived. With tracing off, the SDK is not even imported."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import httpx
 import pytest
 
+from encoder_serve.service.metrics import SharedExemplars, read_exemplars
 from encoder_serve.service.testing import LiveServer
 from tests.otlp import Receiver
 
@@ -106,6 +108,44 @@ def test_the_latency_histogram_carries_trace_ids_as_exemplars_in_openmetrics(tra
     assert any(f'trace_id="{TRACE}"' in line for line in exemplars), exemplars[:3]
     plain = httpx.get(server.ops_url + "/metrics").text
     assert " # {" not in plain  # the classic text format has no exemplars
+
+
+def exemplar_trace_ids(openmetrics: str) -> set[str]:
+    return {re.search(r'trace_id="([0-9a-f]+)"', line).group(1) for line in openmetrics.splitlines()
+            if line.startswith("encoder_serve_request_duration_seconds_bucket") and " # {" in line}
+
+
+def test_with_several_workers_each_writes_its_exemplars_and_the_scrape_carries_them(package, tmp_path):
+    """prometheus_client merges no exemplars across workers; ours travel through the multiprocess
+    directory: both workers write theirs, and a scrape (answered by either) carries the requests' trace ids."""
+    shared = tmp_path / "metrics"
+    with Receiver() as receiver:
+        env = {"WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(shared), "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+               "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        with LiveServer(package, env=env, log_path=tmp_path / "service.log") as server:
+            sent = [f"{i + 1:032x}" for i in range(40)]
+            for trace in sent:  # a connection each, so the kernel spreads them over both workers
+                with httpx.Client() as client:
+                    assert client.post(server.url + "/v1/classify", json={"inputs": "i feel great"},
+                                       headers={"traceparent": f"00-{trace}-{CALLER_SPAN}-01"}).status_code == 200
+            written = sorted(p.name for p in shared.glob("exemplars_*.json"))
+            assert len(written) == 2, written
+            seen = exemplar_trace_ids(httpx.get(server.ops_url + "/metrics", headers={
+                "Accept": "application/openmetrics-text; version=1.0.0"}).text)
+            assert seen & set(sent), seen  # (the start-up's readiness polls are traced too)
+            assert " # {" not in httpx.get(server.url + "/metrics").text
+
+
+def test_the_newest_exemplar_of_each_bucket_wins_across_workers(tmp_path):
+    first, second = (SharedExemplars(tmp_path, (0.01, 0.1)) for _ in range(2))
+    second.path = tmp_path / "exemplars_2.json"  # another worker's file (the name carries the pid)
+    first.offer("/v1/classify", 0.005, {"trace_id": "a"})
+    first.offer("/v1/classify", 0.05, {"trace_id": "b"})
+    second.offer("/v1/classify", 0.006, {"trace_id": "c"})  # same bucket as "a", later
+    second.offer("/v1/classify", 5.0, {"trace_id": "d"})  # past every bound: +Inf
+    first.offer("/v1/classify", 0.004, {"trace_id": "e"})  # within a second of "a": not replaced
+    merged = {key: e.labels["trace_id"] for key, e in read_exemplars(tmp_path).items()}
+    assert merged == {("/v1/classify", "0.01"): "c", ("/v1/classify", "0.1"): "b", ("/v1/classify", "+Inf"): "d"}
 
 
 def test_with_tracing_off_the_sdk_is_not_imported(package):
