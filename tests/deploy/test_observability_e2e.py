@@ -52,9 +52,9 @@ def receiver():
 @pytest.fixture(scope="module")
 def service(service_package, receiver, tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    # traced, so the latency histogram carries exemplars for Prometheus to store; one worker, as
-    # docker-compose runs it (prometheus_client keeps no exemplars with several)
-    env = {"WORKERS": "1", "MAX_INPUTS_PER_REQUEST": "16", "MAX_QUEUE_SIZE": "16", "MAX_BATCH_SIZE": "16",
+    # traced, so the latency histogram carries exemplars for Prometheus to store; the default workers (a
+    # worker per CPU), as docker-compose runs it: the exemplars travel between workers
+    env = {"MAX_INPUTS_PER_REQUEST": "16", "MAX_QUEUE_SIZE": "16", "MAX_BATCH_SIZE": "16",
            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
     log = work / "service.log"
     with LiveServer(service_package, env=env, log_path=log) as server:
