@@ -129,8 +129,8 @@ class AccessLog:
             return
         self._lost = 0
         if self._writer is None:
-            self._writer = threading.Thread(target=named("access-log", self._write_chunks), args=(self._fd,), name="access-log",
-                                            daemon=True)
+            self._writer = threading.Thread(target=named("access-log", self._write_chunks), args=(self._fd,),
+                                            name="access-log", daemon=True)
             self._writer.start()
         for chunk in chunks:
             self._queue.put(chunk)

@@ -3,9 +3,9 @@
 With several workers each process writes its samples to PROMETHEUS_MULTIPROC_DIR (prepared by the
 launcher) and /metrics merges them; gauges say how to merge (queue depth and in-flight requests sum over
 live workers, model info and readiness take the live maximum and minimum). prometheus_client merges no
-exemplars there, so the request-latency histogram's trace exemplars travel beside them (`SharedExemplars`). The server's own vital signs,
-CPU seconds and resident memory, are read from /proc at scrape time for the whole process tree (the
-launcher and every worker), so they are right however many workers there are.
+exemplars there, so the request-latency histogram's trace exemplars travel beside them (`SharedExemplars`).
+The server's own vital signs, CPU seconds and resident memory, are read from /proc at scrape time for the
+whole process tree (the launcher and every worker), so they are right however many workers there are.
 """
 
 from __future__ import annotations

@@ -220,8 +220,8 @@ class OpsServer:
 
         self.server = Server((host, port), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=named("ops-server", self.server.serve_forever), kwargs={"poll_interval": 0.5},
-                                       name="ops-server", daemon=True)
+        self.thread = threading.Thread(target=named("ops-server", self.server.serve_forever),
+                                       kwargs={"poll_interval": 0.5}, name="ops-server", daemon=True)
 
     def start(self) -> OpsServer:
         self.thread.start()
