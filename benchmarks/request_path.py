@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import logging.config
+import os
 import statistics
 import subprocess
 import sys
@@ -89,6 +90,10 @@ def one_round(package: str, data: Path, requests: int, concurrency: int, texts_p
               log_level: str = "warning") -> dict:
     """One measurement in this process (`main` runs each round in a fresh interpreter)."""
     import uvloop
+
+    # as the service's launcher sets it for its workers (here for every checkout alike): requests of
+    # several texts are tokenized on the event loop, not by the tokenizer's own thread pool
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     import encoder_serve
     from encoder_serve.service.app import create_app
