@@ -28,11 +28,12 @@ from pathlib import Path
 
 from benchmarks import inprocess
 from benchmarks.loadgen import wrk
-from benchmarks.machine import CoreSplit, describe
+from benchmarks.machine import CoreSplit, describe, process_tree_cpu_seconds
 from benchmarks.servers import Contender, serve
 from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
 from encoder_serve.package import load_package
 from encoder_serve.service.backend import choose_precision
+from encoder_serve.service.metrics import process_tree
 
 OUT = REPO / "benchmarks" / "results" / "thread_cpu"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,39 +49,25 @@ ORDER = [EVENT_LOOP, GROUPS["model"], GROUPS["tokio-rt-worker"], GROUPS["access-
          GROUPS["otel-export"], GROUPS["explain"], OTHER, LAUNCHER]
 
 
-def _stat(path: Path) -> tuple[int, str, float, float] | None:
-    """(parent pid, name, user s, system s) from a /proc stat file; None if it is gone."""
+def _stat(path: Path) -> tuple[str, float, float] | None:
+    """(name, user s, system s) from a /proc stat file; None if it is gone."""
     try:
         stat = path.read_text()
     except OSError:
         return None
     name = stat[stat.index("(") + 1: stat.rindex(")")]
     fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[1]), name, int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
-
-
-def tree_pids(root: int) -> list[int]:
-    """`root` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(entry / "stat")) is not None:
-            children.setdefault(stat[0], []).append(int(entry.name))
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
+    return name, int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def thread_times(root: int) -> dict[tuple[int, int], tuple[str, float, float]]:
     """(pid, tid) -> (group, user s, system s) for every thread of `root`'s process tree."""
     times = {}
-    for pid in tree_pids(root):
+    for pid in process_tree(root):
         for task in Path(f"/proc/{pid}/task").glob("*"):
             if (stat := _stat(task / "stat")) is None:
                 continue
-            _, name, user, system = stat
+            name, user, system = stat
             tid = int(task.name)
             if pid == root:
                 group = LAUNCHER
@@ -133,9 +120,9 @@ def measure(package: str, concurrency: list[int], texts_per_request: int, second
             for clients in concurrency:
                 if warmup_s:
                     wrk(server.url, bodies, clients, warmup_s, split.client)
-                before = thread_times(server.pid)
+                before, tree_before = thread_times(server.pid), process_tree_cpu_seconds(server.pid)
                 summary, client_cpu = wrk(server.url, bodies, clients, seconds, split.client)
-                after = thread_times(server.pid)
+                after, tree_after = thread_times(server.pid), process_tree_cpu_seconds(server.pid)
                 ok = summary["requests"] - summary["errors"]["status"] - summary["errors"]["timeout"]
                 served = ok * texts_per_request
                 groups = by_group(before, after, served)
@@ -143,6 +130,8 @@ def measure(package: str, concurrency: list[int], texts_per_request: int, second
                                "texts_per_s": served / (summary["duration_us"] / 1e6),
                                "p50_ms": summary["latency_us"]["50"] / 1000, "groups": groups,
                                "server_us_per_text": sum(g["user_us"] + g["system_us"] for g in groups.values()),
+                               # the same from the processes' own totals: what the threads must add up to
+                               "process_tree_us_per_text": (tree_after - tree_before) * 1e6 / max(served, 1),
                                "client_us_per_text": client_cpu * 1e6 / max(served, 1)})
     shown = Path(package).resolve()
     shown = str(shown.relative_to(REPO)) if shown.is_relative_to(REPO) else package

@@ -261,4 +261,7 @@ def test_thread_cpu_tells_the_event_loop_from_the_model_threads():
     assert groups[thread_cpu.EVENT_LOOP]["user_us"] > 0 and groups[thread_cpu.GROUPS["model"]]["user_us"] > 0
     total = sum(g["user_us"] + g["system_us"] for g in groups.values())
     assert total == pytest.approx(p["server_us_per_text"])
+    # every thread found: they add up to the processes' own CPU totals (each reading rounds to clock ticks)
+    ticks = sum(g["threads"] for g in groups.values()) * 2e6 / thread_cpu.CLOCK_TICKS / p["ok"]
+    assert abs(total - p["process_tree_us_per_text"]) <= 0.1 * p["process_tree_us_per_text"] + ticks
     assert "| model threads |" in thread_cpu.report(results)
