@@ -16,7 +16,7 @@ TORCH_PIN := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 # Interpreters `make test-pythons` builds the serving install on (each found on PATH, else under pyenv).
 PYTHONS ?= 3.11 3.12 3.13
 # The tests that need no torch: what a serving-only install can run.
-SERVE_TESTS ?= tests/service tests/reliability tests/deploy tests/export/test_package_loader.py tests/test_cli.py tests/test_data.py
+SERVE_TESTS ?= tests/service tests/reliability tests/deploy tests/export/test_package_loader.py tests/test_cli.py tests/test_data.py tests/test_tokenization.py
 
 .PHONY: help system-deps setup setup-serve data test test-all test-pythons serve model pareto bench bench-peers reliability image deploy-check audit lint clean
 

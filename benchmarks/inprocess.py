@@ -1,6 +1,6 @@
 """The limit: what ONNX Runtime does with the package in-process, with no HTTP, queue or event loop.
 
-Texts are tokenized and padded with the package's tokenizer (`encoder_serve.tokenization.encode`, as the
+Texts are tokenized and padded with the package's tokenizer (`encoder_serve.tokenization.Encoder`, as the
 service does) and run through ONNX Runtime on the server's cores. For every batch size we time
 tokenization + inference over consecutive batches of the test texts, twice: in arrival order (each batch
 padded to its longest text, as a naive batcher would) and grouped by length (texts sorted by token count,
@@ -29,19 +29,19 @@ import time
 from benchmarks.workload import DEFAULT_DATA, load_texts
 from encoder_serve import onnx_runtime
 from encoder_serve.package import load_package
-from encoder_serve.tokenization import encode, load_tokenizer
+from encoder_serve.tokenization import Encoder, load_tokenizer
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 ORDERS = ("arrival", "length")
 
 
-def time_batch_size(session, tokenizer, texts: list[str], batch_size: int, seconds: float,
+def time_batch_size(session, encoder: Encoder, texts: list[str], batch_size: int, seconds: float,
                     order: str = "arrival", lanes: int = 1) -> dict:
     """Tokenize + infer consecutive batches for about `seconds`; per-batch wall times in ms.
     `order` "length" groups texts of similar token counts into the same batches; `lanes` > 1 runs that many
-    batches at once, each in a thread of its own (ONNX Runtime and the tokenizer release the GIL)."""
+    batches at once, each in a thread of its own (ONNX Runtime releases the GIL)."""
     if order == "length":
-        lengths = {t: len(ids) for t, ids in zip(texts, tokenizer.encode_batch(texts))}
+        lengths = {t: len(ids) for t, ids in zip(texts, encoder.ids(texts)[0])}
         texts = sorted(texts, key=lengths.__getitem__)
     batches = [texts[i: i + batch_size] for i in range(0, len(texts) - batch_size + 1, batch_size)]
     if order == "length":
@@ -51,14 +51,14 @@ def time_batch_size(session, tokenizer, texts: list[str], batch_size: int, secon
         return batches[i % len(batches)]
 
     for i in range(3):  # warm-up: first runs allocate and pick kernels
-        ids, mask = encode(tokenizer, batch(i))
+        ids, mask = encoder.encode(batch(i))
         onnx_runtime.run(session, ids, mask)
     if lanes > 1:
-        return time_lanes(session, tokenizer, batches, batch_size, seconds, order, lanes)
+        return time_lanes(session, encoder, batches, batch_size, seconds, order, lanes)
     times, n, begin, cpu = [], 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - begin < seconds or n < 5 or n % len(batches):  # whole passes: every length
         t0 = time.perf_counter()
-        ids, mask = encode(tokenizer, batch(n))
+        ids, mask = encoder.encode(batch(n))
         onnx_runtime.run(session, ids, mask)
         times.append((time.perf_counter() - t0) * 1000)
         n += 1
@@ -68,7 +68,7 @@ def time_batch_size(session, tokenizer, texts: list[str], batch_size: int, secon
             "cpu_ms_per_text": cpu_ms_per_text}
 
 
-def time_lanes(session, tokenizer, batches: list[list[str]], batch_size: int, seconds: float, order: str,
+def time_lanes(session, encoder: Encoder, batches: list[list[str]], batch_size: int, seconds: float, order: str,
                lanes: int) -> dict:
     """`lanes` threads take the next batch as soon as theirs is done, for whole passes over `batches`;
     throughput is texts over wall time (the batches overlap, so their own times do not add up)."""
@@ -86,7 +86,7 @@ def time_lanes(session, tokenizer, batches: list[list[str]], batch_size: int, se
                 stop_at[0] = n
                 return
             t0 = time.perf_counter()
-            ids, mask = encode(tokenizer, batches[n % len(batches)])
+            ids, mask = encoder.encode(batches[n % len(batches)])
             onnx_runtime.run(session, ids, mask)
             times.append((time.perf_counter() - t0) * 1000)
 
@@ -105,12 +105,12 @@ def time_lanes(session, tokenizer, batches: list[list[str]], batch_size: int, se
 def measure(package_dir: str, precision: str, threads: int, seconds: float, data=DEFAULT_DATA,
             batch_sizes=BATCH_SIZES) -> dict:
     package = load_package(package_dir)
-    tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
+    encoder = Encoder(load_tokenizer(package.tokenizer_path, package.max_length))
     texts = load_texts(data)
     sweep = []
     for lanes in sorted({1, threads}):  # one batch on every thread; one single-threaded batch per thread
         session = onnx_runtime.session(package.model_path(precision), threads // lanes)
-        sweep += [time_batch_size(session, tokenizer, texts, b, seconds, order, lanes)
+        sweep += [time_batch_size(session, encoder, texts, b, seconds, order, lanes)
                   for order in ORDERS for b in batch_sizes if order == "arrival" or b > 1]
     best = max(sweep, key=lambda r: r["texts_per_s"])
     single = next(r for r in sweep if r["batch_size"] == 1 and r["lanes"] == 1)

@@ -163,13 +163,13 @@ def test_the_limit_runs_whole_passes_with_several_batches_at_once():
     from benchmarks.inprocess import time_batch_size
     from encoder_serve import onnx_runtime
     from encoder_serve.package import load_package
-    from encoder_serve.tokenization import load_tokenizer
+    from encoder_serve.tokenization import Encoder, load_tokenizer
 
     package = load_package(REPO / "models" / "emotion")
     session = onnx_runtime.session(package.model_path("fp32"), 1)
-    tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
+    encoder = Encoder(load_tokenizer(package.tokenizer_path, package.max_length))
     texts = [("word " * n).strip() for n in range(1, 41)]
-    result = time_batch_size(session, tokenizer, texts, 4, 0.0, "length", lanes=2)
+    result = time_batch_size(session, encoder, texts, 4, 0.0, "length", lanes=2)
     assert result["lanes"] == 2
     assert result["batches"] > 0 and result["batches"] % 10 == 0  # 40 texts in batches of 4: passes of 10
     assert result["texts_per_s"] > 0 and result["cpu_ms_per_text"] > 0

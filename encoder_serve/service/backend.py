@@ -15,7 +15,7 @@ import numpy as np
 
 from encoder_serve import onnx_runtime
 from encoder_serve.package import ModelPackage, PackageError
-from encoder_serve.tokenization import load_tokenizer, pad_batch, pad_token_id
+from encoder_serve.tokenization import Encoder, load_tokenizer, pad_batch, pad_token_id
 
 
 def choose_precision(package: ModelPackage, requested: str) -> str:
@@ -51,6 +51,7 @@ class OnnxBackend:
         self.labels = package.labels
         self.max_length = package.max_length
         self.tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
+        self.encoder = Encoder(self.tokenizer)
         self.pad_id = pad_token_id(self.tokenizer)
         path = package.model_path(self.precision)
         try:
@@ -63,8 +64,7 @@ class OnnxBackend:
             raise PackageError(f"{path}: inputs {sorted(inputs)}, expected {sorted(onnx_runtime.INPUT_NAMES)}")
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        return Tokenized([e.ids for e in encodings], [i for i, e in enumerate(encodings) if e.overflowing])
+        return Tokenized(*self.encoder.ids(texts))
 
     def predict(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Probabilities (B, num_labels), float32, for token id sequences of any lengths <= max_length."""
