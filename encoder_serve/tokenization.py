@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -150,21 +151,25 @@ class Encoder:
         lowered = (text if printable else _ASCII_CONTROL.sub("", text)).lower()
         vocab, model, prefix, suffix, room, specials = self._fast
         # special tokens are matched before normalization or after it: either way, the full pipeline's case
-        if any(s in lowered for s in specials) or (not printable and any(s in text.lower() for s in specials)):
+        if (any(c in lowered for c in specials[0]) and any(s in lowered for s in specials[1])
+                or not printable and any(s in text.lower() for s in specials[1])):
             return None
-        ids = list(prefix)
-        for word in _ASCII_PIECES.findall(lowered):
-            found = vocab.get(word)
-            if found is not None:
-                ids.append(found)
-            else:
-                ids.extend(t.id for t in model.tokenize(word))
-            if len(ids) > room:  # past the truncation limit: the rest of the text cannot change the ids
-                break
+        # every word gives at least one id: past `room` words the rest cannot change the ids, only show the cut
+        words = _ASCII_PIECES.findall(lowered)[:room + 1]
+        found = [vocab.get(word) for word in words]
+        if None in found:  # words not in the vocabulary as a whole: the tokenizer's WordPiece splits them
+            ids = prefix.copy()
+            for word, i in zip(words, found):
+                if i is None:
+                    ids.extend([t.id for t in model.tokenize(word)])
+                else:
+                    ids.append(i)
+        else:
+            ids = prefix + found
         cut = len(ids) > room
         if cut:
             del ids[room:]
-        ids.extend(suffix)
+        ids += suffix
         return ids, cut
 
     @staticmethod
@@ -193,9 +198,10 @@ class Encoder:
         else:
             return None
         limit = truncation["max_length"] if truncation else None
-        room = limit - len(suffix) if limit else float("inf")
+        room = limit - len(suffix) if limit else sys.maxsize - 1  # ids before the suffix, at most
         # a word WordPiece sees as a whole when it is in the vocabulary and not past its length limit
         most = model.get("max_input_chars_per_word", 100)
         vocab = {w: i for w, i in tokenizer.get_vocab(with_added_tokens=False).items() if len(w) <= most}
-        specials = tuple(t.content.lower() for t in tokenizer.get_added_tokens_decoder().values())
-        return vocab, tokenizer.model, tuple(prefix), tuple(suffix), room, specials
+        contents = {t.content.lower() for t in tokenizer.get_added_tokens_decoder().values()} - {""}
+        specials = ({c[0] for c in contents}, tuple(contents))  # their first characters: a quick first test
+        return vocab, tokenizer.model, prefix, suffix, room, specials

@@ -265,3 +265,15 @@ def test_thread_cpu_tells_the_event_loop_from_the_model_threads():
     ticks = sum(g["threads"] for g in groups.values()) * 2e6 / thread_cpu.CLOCK_TICKS / p["ok"]
     assert abs(total - p["process_tree_us_per_text"]) <= 0.1 * p["process_tree_us_per_text"] + ticks
     assert "| model threads |" in thread_cpu.report(results)
+
+
+def test_tokenize_cost_times_both_ways_on_the_same_ids():
+    from benchmarks import tokenize_cost
+
+    results = tokenize_cost.measure(str(SHIPPED), DEFAULT_DATA, passes=1, texts_per_call=(1, 8))
+    assert [(r["way"], r["texts_per_call"]) for r in results["rows"]] == [
+        ("full pipeline (encode_batch)", 1), ("fast path (Encoder.ids)", 1),
+        ("full pipeline (encode_batch)", 8), ("fast path (Encoder.ids)", 8)]
+    assert all(r["us_per_text"] > 0 for r in results["rows"])
+    assert results["ascii_share"] == 1.0  # every emotion test text takes the fast path
+    assert "| fast path (Encoder.ids) | 8 |" in tokenize_cost.report(results)
