@@ -96,7 +96,7 @@ class Encoder:
     a fixed [CLS] … [SEP] template, no padding), a text of ASCII characters only is tokenized in Python:
     cleaned and lowercased, split into words and punctuation by one regular expression, each word looked up
     in the vocabulary, and only words not in it as a whole passed to the tokenizer's own WordPiece model.
-    On a tweet that is about seven times faster than the full pipeline, whose normalizer and pre-tokenizer
+    On a tweet that is about five times faster than the full pipeline, whose normalizer and pre-tokenizer
     track every character's offsets for a caller that only wants the ids. Any other text (non-ASCII, or
     containing a special token such as "[MASK]") and any other tokenizer go through `encode_batch`. The two
     give identical ids: the fast path is checked against the tokenizer on probe texts before it is used, and

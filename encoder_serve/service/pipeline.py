@@ -7,7 +7,7 @@ again here, once the request is parsed, because requests admitted meanwhile may 
 since (at MAX_CONCURRENT_REQUESTS of them, that alone would be seconds of work). A request whose deadline
 is shorter than the work queued is answered 504 at once: it could not be served in time, and computing it
 anyway would take the model from requests that can. Tokenization
-happens in the request's own task, so it overlaps the batch the model is computing (`Encoder`: about 7 us
+happens in the request's own task, so it overlaps the batch the model is computing (`Encoder`: about 10 us
 for a tweet); long requests tokenize in a thread, so that the event loop keeps answering. Each text then
 waits on its own future until its batch is done or the deadline passes (504: the futures are cancelled and
 the batcher drops them before compute). A client that hangs up is not seen before its answer is written
