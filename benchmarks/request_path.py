@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import CoreSplit, describe
-from benchmarks.workload import DEFAULT_DATA, REPO, load_texts
+from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, shown
 
 OUT = REPO / "benchmarks" / "results" / "request_path"
 
@@ -127,12 +127,6 @@ def measure(source: Path | None, args: argparse.Namespace) -> dict:
         if done.returncode != 0 or not result.is_file():
             raise RuntimeError(f"a round failed (exit {done.returncode}): {done.stderr.decode()[-3000:]}")
         return json.loads(result.read_text())
-
-
-def shown(path: str) -> str:
-    """A path as the reader's checkout would have it: relative to the repository when inside it."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else path
 
 
 def report(results: dict) -> str:

@@ -30,7 +30,7 @@ from benchmarks import inprocess
 from benchmarks.loadgen import wrk
 from benchmarks.machine import CoreSplit, describe, process_tree_cpu_seconds
 from benchmarks.servers import Contender, serve
-from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, write_bodies
+from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, shown, write_bodies
 from encoder_serve.package import load_package
 from encoder_serve.service.backend import choose_precision
 from encoder_serve.service.metrics import process_tree
@@ -133,9 +133,7 @@ def measure(package: str, concurrency: list[int], texts_per_request: int, second
                                # the same from the processes' own totals: what the threads must add up to
                                "process_tree_us_per_text": (tree_after - tree_before) * 1e6 / max(served, 1),
                                "client_us_per_text": client_cpu * 1e6 / max(served, 1)})
-    shown = Path(package).resolve()
-    shown = str(shown.relative_to(REPO)) if shown.is_relative_to(REPO) else package
-    return {"machine": describe(split), "package": shown, "texts_per_request": texts_per_request,
+    return {"machine": describe(split), "package": shown(package), "texts_per_request": texts_per_request,
             "seconds": seconds, "points": points, "limit": limit, "server_cpus": len(split.server)}
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchmarks.machine import CoreSplit, describe
-from benchmarks.workload import DEFAULT_DATA, REPO, load_texts
+from benchmarks.workload import DEFAULT_DATA, REPO, load_texts, shown
 
 OUT = REPO / "benchmarks" / "results" / "tokenize_cost"
 
@@ -58,9 +58,7 @@ def measure(package: str, data: Path, passes: int, texts_per_call: Sequence[int]
                     way(call)
                 best[name] = min(best[name], (time.thread_time() - started) / (len(calls) * k))
         rows += [{"way": name, "texts_per_call": k, "us_per_text": 1e6 * s} for name, s in best.items()]
-    resolved = Path(package).resolve()
-    shown = str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else package
-    return {"machine": describe(CoreSplit.default()), "package": shown, "texts": len(texts), "passes": passes,
+    return {"machine": describe(CoreSplit.default()), "package": shown(package), "texts": len(texts), "passes": passes,
             "ascii_share": sum(t.isascii() for t in texts) / len(texts), "rows": rows}
 
 

@@ -14,6 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "data" / "emotion"  # filled by `make data`
 
 
+def shown(path: str | Path) -> str:
+    """A path as the reader's checkout would have it: relative to the repository when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
 def load_texts(data_dir: str | Path = DEFAULT_DATA, seed: int = 0) -> list[str]:
     path = Path(data_dir) / "test.jsonl"
     if not path.is_file():

@@ -15,7 +15,7 @@ import numpy as np
 
 from encoder_serve import onnx_runtime
 from encoder_serve.package import ModelPackage, PackageError
-from encoder_serve.tokenization import Encoder, load_tokenizer, pad_batch, pad_token_id
+from encoder_serve.tokenization import Encoder, load_tokenizer, pad_batch
 
 
 def choose_precision(package: ModelPackage, requested: str) -> str:
@@ -52,7 +52,7 @@ class OnnxBackend:
         self.max_length = package.max_length
         self.tokenizer = load_tokenizer(package.tokenizer_path, package.max_length)
         self.encoder = Encoder(self.tokenizer)
-        self.pad_id = pad_token_id(self.tokenizer)
+        self.pad_id = self.encoder.pad_id
         path = package.model_path(self.precision)
         try:
             # idle ORT threads must not spin on cores the event loop needs between batches
