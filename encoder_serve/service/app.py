@@ -134,8 +134,9 @@ async def lifespan(app: FastAPI):
         attention = (await asyncio.to_thread(AttentionBackend, service.package, backend.tokenizer)
                      if service.package.attention_path else None)
         pipeline = InferencePipeline(backend, batcher, service.metrics, settings.max_queue_delay_ms, attention,
-                                     service.tracing)
+                                     service.tracing, settings.inline_lone_requests)
         pipeline.overrun_s = lambda: admission.overrun_s
+        pipeline.in_progress = lambda: admission.in_progress[routes.Kind.INFERENCE]
         service.load(pipeline)
         if settings.gc_young_threshold and server_root() != os.getpid():  # a worker of the launcher, which
             freeze_heap(settings.gc_young_threshold)  # lives to serve (in-process, in tests, the heap is theirs)

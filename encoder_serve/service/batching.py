@@ -56,6 +56,7 @@ OnBatch = Callable[[list[object], int, int, int, int, int], None]
 SPEED_WINDOW_S = 2.0  # the model's speed is measured over the batches that finished this recently
 CALIBRATION_TEXTS = 1024  # how many recent waits calibrate the estimate
 CALIBRATE_ABOVE_S = 0.05  # waits estimated shorter than this are noise, not evidence
+RUN_HERE_MAX_S = 0.005  # `run_here` computes on the event loop's thread only what is estimated to take less
 EPOCH_BATCHES = 4  # an epoch: the oldest EPOCH_BATCHES x max_batch_size queued texts, batched among themselves
 
 
@@ -95,7 +96,8 @@ class DeadlineExceeded(Exception):
 
 
 class BatchMetrics(Protocol):
-    def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None: ...
+    def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float, here: bool = False
+                      ) -> None: ...
     def observe_queue_wait(self, seconds: float) -> None: ...
     def set_queue_depth(self, depth: int) -> None: ...
     def dropped(self, reason: str, count: int) -> None: ...
@@ -191,6 +193,7 @@ class Batcher:
         self._recent: deque[tuple[float, int, float]] = deque()  # (finished at, padded tokens, seconds)
         self._recent_tokens, self._recent_seconds = 0, 0.0
         self._running: dict[int, float] = {}  # worker thread id -> perf_counter() when its model call began
+        self._batches = 0  # batches formed and not finished, wherever they compute
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
@@ -212,6 +215,11 @@ class Batcher:
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, no batch formed or computing."""
+        return not self._queue and not self._batches
 
     @property
     def busy_since(self) -> float | None:
@@ -334,6 +342,7 @@ class Batcher:
                 await self._wait_for_company(loop)
             batch = self._take_batch(loop.time())
             if batch:
+                self._batches += 1
                 in_flight.add(loop.create_task(self._run_batch(loop, batch)))
         if in_flight:
             await asyncio.wait(in_flight)
@@ -447,8 +456,8 @@ class Batcher:
         return batch
 
     def _timed_predict(self, sequences: list[Sequence[int]]) -> tuple[np.ndarray, float, int]:
-        """In the worker thread: the model's own time, not the wait behind the batch before it, and when the
-        call began (wall clock, ns)."""
+        """In the thread that computes the batch: the model's own time, not the wait behind the batch before it,
+        and when the call began (wall clock, ns)."""
         thread = threading.get_ident()
         began = time.time_ns()
         started = self._running[thread] = time.perf_counter()
@@ -458,26 +467,62 @@ class Batcher:
             del self._running[thread]
         return outputs, time.perf_counter() - started, began
 
+    def run_here(self, now: float) -> None:
+        """Take the next batch and compute it on the calling thread (the event loop's), now: for a request that
+        found its worker idle, this skips handing the batch to a model thread and the answer back, two
+        wake-ups of sleeping threads. Does nothing while another batch is formed or computing, or when what is
+        queued is estimated to take RUN_HERE_MAX_S or longer (the event loop answers nobody meanwhile)."""
+        if self._batches or self._closing or not self._queue:
+            return
+        if len(self._queue) * max(len(e.ids) for e in self._queue) * self.seconds_per_token >= RUN_HERE_MAX_S:
+            return
+        batch = self._take_batch(now)
+        if not batch:
+            return
+        self._batches += 1
+        try:
+            outputs, seconds, began = self._timed_predict([e.ids for e in batch])
+        except Exception as error:  # noqa: BLE001 (a model failure fails its batch, not its caller's task)
+            fail(batch, error)
+            return
+        finally:
+            self._batches -= 1
+        self._finish_batch(batch, outputs, seconds, began, here=True)
+
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Entry]) -> None:
-        sequences = [e.ids for e in batch]
-        padded = len(batch) * max(len(s) for s in sequences)
+        """Compute `batch` in a model thread (`_batches` was counted when its task was created)."""
+        padded = len(batch) * max(len(e.ids) for e in batch)
         self._in_flight_tokens += padded
         try:
-            outputs, seconds, began = await loop.run_in_executor(self._executor, self._timed_predict, sequences)
+            outputs, seconds, began = await loop.run_in_executor(
+                self._executor, self._timed_predict, [e.ids for e in batch])
         except Exception as error:  # noqa: BLE001 (a model failure fails its batch, not the scheduler)
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.set_exception(error)
+            fail(batch, error)
             return
         finally:
             self._in_flight_tokens -= padded
+            self._batches -= 1
+        self._finish_batch(batch, outputs, seconds, began)
+
+    def _finish_batch(self, batch: list[Entry], outputs: np.ndarray, seconds: float, began: int,
+                      here: bool = False) -> None:
+        """Record the batch's speed and metrics, and answer its texts."""
+        sequences = [e.ids for e in batch]
+        padded = len(batch) * max(len(s) for s in sequences)
         self._recent.append((time.monotonic(), padded, seconds))
         self._recent_tokens += padded
         self._recent_seconds += seconds
         tokens = sum(len(s) for s in sequences)
-        self._metrics.observe_batch(len(batch), tokens, padded, seconds)
+        self._metrics.observe_batch(len(batch), tokens, padded, seconds, here)
         if self._on_batch is not None:
             self._on_batch([e.trace for e in batch], began, began + int(seconds * 1e9), len(batch), tokens, padded)
         for entry, row in zip(batch, outputs):
             if not entry.future.done():
                 entry.future.set_result(row)
+
+
+def fail(batch: list[Entry], error: Exception) -> None:
+    """A model failure fails every text of its batch still waiting."""
+    for entry in batch:
+        if not entry.future.done():
+            entry.future.set_exception(error)

@@ -140,6 +140,8 @@ class ServiceMetrics:
         self.in_flight = Gauge(PREFIX + "in_flight_requests", "Requests being handled.",
                                multiprocess_mode="livesum", **r)
         self.texts = Counter(PREFIX + "texts_total", "Texts classified.", **r)
+        self.batches_here = Counter(PREFIX + "batches_on_event_loop_total", "Model calls computed on the event "
+                                    "loop's thread, for a request that found its worker idle.", **r)
         self.rejected = Counter(PREFIX + "rejected_total", "Requests refused before any model work (429 or "
                                 "413), by reason.", ["reason"], **r)
         self.timeouts = Counter(PREFIX + "timeouts_total", "Requests answered 504.", **r)
@@ -179,7 +181,9 @@ class ServiceMetrics:
             self.shared_exemplars.offer(route, seconds, exemplar)
 
     # the batcher's side (batching.BatchMetrics)
-    def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None:
+    def observe_batch(self, size: int, tokens: int, padded_tokens: int, seconds: float, here: bool = False) -> None:
+        if here:
+            self.batches_here.inc()
         self.batch_size.observe(size)
         self.batch_tokens.observe(padded_tokens)
         self.padding_ratio.observe(1 - tokens / padded_tokens)

@@ -54,7 +54,8 @@ class NoAttentionGraph(Exception):
 
 class InferencePipeline:
     def __init__(self, backend: OnnxBackend, batcher: Batcher, metrics: ServiceMetrics, max_queue_delay_ms: float = 0,
-                 attention: AttentionBackend | None = None, tracing: Tracing | None = None):
+                 attention: AttentionBackend | None = None, tracing: Tracing | None = None,
+                 inline_lone_requests: bool = False):
         self.backend = backend
         self.batcher = batcher
         self.metrics = metrics
@@ -62,6 +63,9 @@ class InferencePipeline:
         self.max_queue_delay_s = max_queue_delay_ms / 1000
         self.attention = attention
         self.overrun_s: Callable[[], float] = lambda: 0.0  # admission's measured overrun of its promises
+        # a positive MAX_WAIT_MS asks a lone text to wait for company: then it is not computed alone at once
+        self.inline_lone_requests = inline_lone_requests and not batcher.max_wait_s
+        self.in_progress: Callable[[], int] = lambda: 1  # inference requests in progress in this worker (admission's)
         # explain's own lane: one thread, bounded by admission (MAX_CONCURRENT_EXPLAINS), never the batcher's
         self._explain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain",
                                            initializer=name_os_thread, initargs=("explain",)) if attention else None
@@ -134,12 +138,22 @@ class InferencePipeline:
             raise RequestTimeout(f"the model has {ahead:.3f} s of work queued, more than this request's "
                                  f"deadline of {timeout_s:.3f} s")
 
+    async def alone(self) -> bool:
+        """Whether this request is its worker's only one and the model idle, still after one turn of the event
+        loop: requests that reached the worker meanwhile (while the model ran on the event loop's thread, say)
+        are admitted in that turn, and then the model's batches are theirs to share."""
+        if not (self.inline_lone_requests and self.batcher.idle and self.in_progress() == 1):
+            return False
+        await asyncio.sleep(0)
+        return self.batcher.idle and self.in_progress() == 1
+
     async def classify(self, texts: Sequence[str], *, truncate: bool, timeout_s: float) -> list[np.ndarray]:
         """One probability row per text, in input order."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + timeout_s
         tracing = self.tracing if self.tracing is not None and self.tracing.traced() else None
+        alone = await self.alone()
         try:
             self.check_queued_work(timeout_s)
             self.batcher.admit(len(texts))
@@ -153,6 +167,8 @@ class InferencePipeline:
             context = tracing.current_context() if tracing is not None else None
             entries = self.batcher.queue(tokenized.ids, deadline, context, self.max_queue_delay_s, started)
             futures = [entry.future for entry in entries]
+            if alone:  # a batch of its own, computed here, without the hand-over to a model thread and back
+                self.batcher.run_here(loop.time())
         except Overloaded as refused:
             self.metrics.rejected.labels(refused.reason).inc()
             raise

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
                                      "(docs/benchmarks.md).")
     max_wait_ms: float = Field(
         0.0, ge=0, le=60_000, description="How long the batcher may wait for company; 0 never waits (TEI).")
+    inline_lone_requests: bool = Field(
+        True, description="A request that finds its worker idle (no other inference request in progress, no "
+                          "batch computing) computes its batch on the event loop's thread, without the hand-over "
+                          "to a model thread and back; false always hands over.")
     max_queue_size: int = Field(1024, ge=1, description="Most texts waiting; beyond it requests get 429.")
     max_queue_delay_ms: float = Field(
         500.0, ge=0, le=600_000, description="Most model work (estimated from the measured speed) queued ahead "

@@ -212,6 +212,21 @@ def test_metrics_count_requests_texts_and_batches(server):
     assert sample(after, "encoder_serve_process_resident_memory_bytes") > 50 * 2**20
 
 
+def test_a_request_that_finds_its_worker_idle_is_computed_on_the_event_loop(server, reference):
+    """One request at a time: each is its worker's only one, so its batch runs on the event loop's thread
+    (INLINE_LONE_REQUESTS, on by default), and answers what the model answers. The test below checks
+    that concurrent requests are still batched together."""
+    before = scrape(server.url)
+    for text in TEXTS[:3]:
+        top = classify(server, {"inputs": [text], "top_k": 1}).json()["predictions"][0][0]
+        expected = reference.scores(text)
+        assert top["label"] == max(expected, key=expected.get)
+        assert top["score"] == pytest.approx(expected[top["label"]], abs=1e-5)
+    after = scrape(server.url)
+    here = "encoder_serve_batches_on_event_loop_total"
+    assert sample(after, here) == sample(before, here) + 3
+
+
 def test_scores_do_not_depend_on_batch_composition_and_replies_reach_their_callers(server, emotion_test_rows,
                                                                                       reference):
     """64 concurrent clients, each with its own distinct texts of mixed lengths, many rounds: every

@@ -423,3 +423,80 @@ async def test_batch_metrics_count_texts_and_padding():
     assert registry.get_sample_value("encoder_serve_padding_ratio_sum") == pytest.approx(0.25)
     assert registry.get_sample_value("encoder_serve_queue_depth") == 0
     await batcher.close()
+
+
+class ThreadRecordingModel(GatedModel):
+    """A GatedModel that also records which thread computed each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.threads: list[int] = []
+
+    def __call__(self, sequences):
+        self.threads.append(threading.get_ident())
+        return super().__call__(sequences)
+
+
+async def test_run_here_computes_the_queued_batch_on_the_calling_thread_at_once():
+    model, registry = ThreadRecordingModel(), CollectorRegistry()
+    batcher = make(model, ServiceMetrics(registry))
+    futures = batcher.submit([text(3, seed=1), text(4, seed=2)], deadline())
+    batcher.run_here(asyncio.get_running_loop().time())
+    assert all(f.done() for f in futures)  # answered before the event loop ran anything else
+    assert [f.result().tolist() for f in futures] == [expected(text(3, seed=1)), expected(text(4, seed=2))]
+    assert model.threads == [threading.get_ident()]
+    assert registry.get_sample_value("encoder_serve_batches_on_event_loop_total") == 1
+    assert registry.get_sample_value("encoder_serve_texts_total") == 2
+    assert batcher.idle
+    await settle()  # the scheduler, woken by the submit, finds nothing left to do
+    assert len(model.batches) == 1
+    await batcher.close()
+
+
+async def test_run_here_leaves_the_queue_to_the_model_threads_while_a_batch_computes():
+    model, registry = ThreadRecordingModel(), CollectorRegistry()
+    batcher = make(model, ServiceMetrics(registry))
+    first = await busy(model, batcher)
+    assert not batcher.idle
+    second = batcher.submit([text(5, seed=2)], deadline())
+    batcher.run_here(asyncio.get_running_loop().time())
+    assert not second[0].done()
+    model.release()
+    results = await asyncio.wait_for(asyncio.gather(*first, *second), 30)
+    assert [r.tolist() for r in results] == [expected(text(3, seed=99)), expected(text(5, seed=2))]
+    assert threading.get_ident() not in model.threads
+    assert registry.get_sample_value("encoder_serve_batches_on_event_loop_total") == 0
+    await batcher.close()
+
+
+async def test_run_here_leaves_work_estimated_to_take_long_to_the_model_threads():
+    model = ThreadRecordingModel()
+    # 10 ms per padded token: a 3-token text is estimated at 30 ms, over RUN_HERE_MAX_S
+    batcher = make(model, ServiceMetrics(CollectorRegistry()), seconds_per_token=0.01)
+    futures = batcher.submit([text(3)], deadline())
+    batcher.run_here(asyncio.get_running_loop().time())
+    assert not futures[0].done()
+    (result,) = await asyncio.wait_for(asyncio.gather(*futures), 30)
+    assert result.tolist() == expected(text(3))
+    assert model.threads and threading.get_ident() not in model.threads
+    await batcher.close()
+
+
+async def test_a_model_error_in_run_here_fails_its_batch_and_the_batcher_goes_on():
+    calls = []
+
+    def flaky(sequences):
+        calls.append(len(sequences))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return np.zeros((len(sequences), 2), dtype=np.float32)
+
+    batcher = make(flaky, ServiceMetrics(CollectorRegistry()))
+    futures = batcher.submit([text(3)], deadline())
+    batcher.run_here(asyncio.get_running_loop().time())
+    with pytest.raises(RuntimeError, match="boom"):
+        futures[0].result()
+    assert batcher.idle
+    (ok,) = await asyncio.gather(*batcher.submit([text(3)], deadline()))
+    assert ok.tolist() == [0.0, 0.0]
+    await batcher.close()
