@@ -52,15 +52,22 @@ def refused_share(rows: list[dict]) -> float:
     return sum(r["errors"]["status"] for r in rows) / max(1, sum(r["requests"] for r in rows))
 
 
+def p50(rows: list[dict]) -> str:
+    """The median over rounds of each round's median latency, and their range."""
+    values = [r["p50_ms"] for r in rows]
+    digits = 2 if max(values) < 10 else 0
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}–{max(values):.{digits}f}]"
+
+
 def markdown(results: dict) -> str:
     """One row per request shape, client count and value (values side by side), medians over the rounds."""
     lines = [f"# {results['setting']}: {', '.join(results['values'])}", "",
              f"Measured {report.machine_line(results)}.", "",
              (f"`{results['command']}`: {results['precision']}, {results['rounds']} interleaved rounds, "
              f"{results['duration_s']} s per point; the median over rounds, the rounds' range in brackets."), "",
-             ("| texts/request | clients | value | texts/s | p99 ms | refused (non-2xx) | CPU ms/text | mean batch "
-              "| mean padding |"),
-             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             ("| texts/request | clients | value | texts/s | p50 ms | p99 ms | refused (non-2xx) | CPU ms/text "
+              "| mean batch | mean padding |"),
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     rows = results["rows"]
     shapes = sorted({(r["texts_per_request"], r["concurrency"]) for r in rows})
     for tpr, c in shapes:
@@ -71,6 +78,7 @@ def markdown(results: dict) -> str:
             rate = [r["throughput"] for r in same]
             lines.append(f"| {tpr} | {c} | {value} | {statistics.median(rate):,.0f} "
                          f"[{min(rate):,.0f}–{max(rate):,.0f}] "
+                         f"| {p50(same)} "
                          f"| {statistics.median(r['p99_ms'] for r in same):.0f} "
                          f"| {refused_share(same):.1%} "
                          f"| {statistics.median(r['server_cpu_ms_per_request'] for r in same):.3f} "
@@ -131,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"machine": describe(split), "setting": name, "values": values.split(","), "precision": args.precision,
                "rounds": args.rounds, "duration_s": args.duration,
                "command": f"python -m benchmarks.sweep {args.setting} --concurrency {args.concurrency} "
-                          f"--texts-per-request {args.texts_per_request} --rounds {args.rounds}", "rows": rows}
+                          f"--texts-per-request {args.texts_per_request} --rounds {args.rounds}"
+                          + (f" --duration {args.duration}" if args.duration != 10 else ""), "rows": rows}
     (out / f"sweep-{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / f"sweep-{name}.md").write_text(markdown(results))
     print(f"wrote {out / f'sweep-{name}.json'}, .md")

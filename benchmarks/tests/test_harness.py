@@ -205,11 +205,12 @@ def test_against_a_two_arrangement_limit_the_other_arrangement_is_reported_as_a_
     assert {g["goal"]: g["measured"] for g in goals.evaluate({"fp32": limit}, runs)}["saturation"] == 0.72
 
 
-def test_a_sweep_table_shows_the_share_of_answers_refused():
+def test_a_sweep_table_shows_the_share_of_answers_refused_and_the_median_latency():
     from benchmarks.sweep import markdown
 
-    def row(value, refused, requests):
-        return {"texts_per_request": 1, "concurrency": 256, "value": value, "throughput": 1000.0, "p99_ms": 10.0,
+    def row(value, refused, requests, p50_ms=2.0):
+        return {"texts_per_request": 1, "concurrency": 256, "value": value, "throughput": 1000.0, "p50_ms": p50_ms,
+                "p99_ms": 10.0,
                 "errors": {"status": refused}, "requests": requests, "server_cpu_ms_per_request": 0.5,
                 "mean_batch": 8.0, "mean_padding": 0.05}
 
@@ -217,9 +218,9 @@ def test_a_sweep_table_shows_the_share_of_answers_refused():
                "load_average_at_start": [0, 0, 0], "onnxruntime": "1", "wrk": "wrk", "git_commit": "abc"}
     table = markdown({"setting": "MAX_CONCURRENT_REQUESTS", "values": ["128", "512"], "machine": machine, "command": "x",
                       "precision": "int8", "rounds": 2, "duration_s": 10,
-                      "rows": [row("128", 100, 500), row("128", 0, 500), row("512", 0, 1000)]})
-    assert "| 1 | 256 | 128 | 1,000 [1,000–1,000] | 10 | 10.0% |" in table
-    assert "| 1 | 256 | 512 | 1,000 [1,000–1,000] | 10 | 0.0% |" in table
+                      "rows": [row("128", 100, 500, 1.5), row("128", 0, 500, 2.5), row("512", 0, 1000)]})
+    assert "| 1 | 256 | 128 | 1,000 [1,000–1,000] | 2.00 [1.50–2.50] | 10 | 10.0% |" in table
+    assert "| 1 | 256 | 512 | 1,000 [1,000–1,000] | 2.00 [2.00–2.00] | 10 | 0.0% |" in table
 
 
 
