@@ -4,8 +4,9 @@
 
 Each round starts the service once per value (its defaults otherwise, as `make bench` runs it) and
 measures every concurrency with wrk (with several texts per request, only the client counts whose texts
-in flight stay within half the queue, as in `make bench`); rounds repeat the values in the same order, so
-a host that gets busier or quieter during the run moves every value alike. Besides throughput and latency
+in flight stay within half the queue, as in `make bench`); rounds repeat the values, so that a host that
+gets busier or quieter during the run moves every value alike, each round in the order opposite to the
+round before (the value measured second in a round had measured faster at one client, whatever it was). Besides throughput and latency
 it reads the service's own /metrics around each point: mean texts per model call and mean padding ratio
 over the point and its warm-up, which is what batch settings change; and the share of answers that were
 not 2xx (what a refusing setting costs). Writes `sweep-<NAME>.json` and `.md` under
@@ -52,6 +53,11 @@ def refused_share(rows: list[dict]) -> float:
     return sum(r["errors"]["status"] for r in rows) / max(1, sum(r["requests"] for r in rows))
 
 
+def round_order(values: list[str], round_: int) -> list[str]:
+    """The values as given in even rounds, reversed in odd ones."""
+    return values if round_ % 2 == 0 else values[::-1]
+
+
 def p50(rows: list[dict]) -> str:
     """The median over rounds of each round's median latency, and their range."""
     values = [r["p50_ms"] for r in rows]
@@ -63,7 +69,8 @@ def markdown(results: dict) -> str:
     """One row per request shape, client count and value (values side by side), medians over the rounds."""
     lines = [f"# {results['setting']}: {', '.join(results['values'])}", "",
              f"Measured {report.machine_line(results)}.", "",
-             (f"`{results['command']}`: {results['precision']}, {results['rounds']} interleaved rounds, "
+             (f"`{results['command']}`: {results['precision']}, {results['rounds']} interleaved rounds (each in the "
+              f"order opposite to the one before), "
              f"{results['duration_s']} s per point; the median over rounds, the rounds' range in brackets."), "",
              ("| texts/request | clients | value | texts/s | p50 ms | p99 ms | refused (non-2xx) | CPU ms/text "
               "| mean batch | mean padding |"),
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            for value in values.split(","):
+            for value in round_order(values.split(","), round_):
                 service.env = {**service.env, name: value}
                 with serve(service, split.server, Path(tmp) / "server.log") as s:
                     for tpr in (int(t) for t in args.texts_per_request.split(",")):

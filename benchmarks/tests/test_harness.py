@@ -250,9 +250,10 @@ def test_the_request_path_baseline_runs_the_other_checkouts_code(tmp_path):
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
 def test_thread_cpu_tells_the_event_loop_from_the_model_threads():
     """Against the real service: the threads are found by the names the service gives them in the kernel,
-    and the groups add up to the whole tree's CPU."""
+    and the groups add up to the whole tree's CPU. Enough clients that requests find others in progress
+    and their batches go to the model threads (a lone request's runs on the event loop's thread)."""
     split = CoreSplit.default()
-    results = thread_cpu.measure(str(SHIPPED), [4], 1, seconds=1, warmup_s=0, split=split)
+    results = thread_cpu.measure(str(SHIPPED), [16], 1, seconds=1, warmup_s=0, split=split)
     (p,) = results["points"]
     assert p["ok"] > 0
     groups = p["groups"]
@@ -261,7 +262,6 @@ def test_thread_cpu_tells_the_event_loop_from_the_model_threads():
     assert groups[thread_cpu.GROUPS["model"]]["threads"] >= 1
     assert groups[thread_cpu.EVENT_LOOP]["user_us"] > 0 and groups[thread_cpu.GROUPS["model"]]["user_us"] > 0
     total = sum(g["user_us"] + g["system_us"] for g in groups.values())
-    assert total == pytest.approx(p["server_us_per_text"])
     # every thread found: they add up to the processes' own CPU totals (each reading rounds to clock ticks)
     ticks = sum(g["threads"] for g in groups.values()) * 2e6 / thread_cpu.CLOCK_TICKS / p["ok"]
     assert abs(total - p["process_tree_us_per_text"]) <= 0.1 * p["process_tree_us_per_text"] + ticks
@@ -278,3 +278,9 @@ def test_tokenize_cost_times_both_ways_on_the_same_ids():
     assert all(r["us_per_text"] > 0 for r in results["rows"])
     assert results["ascii_share"] == 1.0  # every emotion test text takes the fast path
     assert "| fast path (Encoder.ids) | 8 |" in tokenize_cost.report(results)
+
+
+def test_sweep_rounds_alternate_the_order_of_the_values():
+    from benchmarks.sweep import round_order
+
+    assert [round_order(["a", "b", "c"], r) for r in range(3)] == [["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"]]
