@@ -6,6 +6,9 @@ whenever the model is free it takes whatever is queued, up to `max_batch_size` t
 padded tokens, and runs the model in a dedicated worker thread, so the event loop keeps accepting and
 tokenizing the next requests while the current batch computes. With `max_wait_ms = 0` a lone text never
 waits for company; a positive value lets the scheduler hold the oldest text up to that long to fill a batch.
+A request that finds its worker idle may instead compute its batch at once on the event loop's own thread
+(`run_here`, called by the pipeline): for a lone text, handing it to a sleeping model thread and the answer
+back to a sleeping event loop cost more than computing it where it is.
 
 `model_threads` batches compute at once, each in a worker thread of its own (ONNX Runtime releases the GIL
 and a session may run concurrently), and as many more are in flight: formed, waiting at the workers'
@@ -157,7 +160,8 @@ def select_batch(lengths: Sequence[int], max_size: int, max_tokens: int, max_pad
 
 
 class Batcher:
-    """Owns the queue and the scheduler task; `predict` runs in one dedicated worker thread."""
+    """Owns the queue and the scheduler task; `predict` runs in the model threads (or, through `run_here`,
+    on the caller's)."""
 
     def __init__(self, predict: Predict, metrics: BatchMetrics, *, max_batch_size: int, max_batch_tokens: int,
                  max_wait_ms: float = 0.0, max_queue_size: int = 1024, max_padding_ratio: float = 1.0,

@@ -6,13 +6,15 @@ Admission checked the queued model work against MAX_QUEUE_DELAY_MS before the bo
 again here, once the request is parsed, because requests admitted meanwhile may have queued their texts
 since (at MAX_CONCURRENT_REQUESTS of them, that alone would be seconds of work). A request whose deadline
 is shorter than the work queued is answered 504 at once: it could not be served in time, and computing it
-anyway would take the model from requests that can. Tokenization
-happens in the request's own task, so it overlaps the batch the model is computing (`Encoder`: about 10 us
-for a tweet); long requests tokenize in a thread, so that the event loop keeps answering. Each text then
-waits on its own future until its batch is done or the deadline passes (504: the futures are cancelled and
-the batcher drops them before compute). A client that hangs up is not seen before its answer is written
-(the HTTP server does not report a disconnect while a request is in progress), so a client that may give
-up should say when, with X-Request-Timeout-Ms: its work is then dropped at that deadline.
+anyway would take the model from requests that can. Tokenization happens in the request's own task, so it
+overlaps the batch the model is computing (`Encoder`: about 10 us for a tweet); long requests tokenize in
+a thread, so that the event loop keeps answering. Each text then waits on its own future until its batch
+is done or the deadline passes (504: the futures are cancelled and the batcher drops them before
+compute); a request that is its worker's only one, with the model idle, has its batch computed at once on
+the event loop's thread instead (INLINE_LONE_REQUESTS). A client that hangs up is not seen before its
+answer is written (the HTTP server does not report a disconnect while a request is in progress), so a
+client that may give up should say when, with X-Request-Timeout-Ms: its work is then dropped at that
+deadline.
 """
 
 from __future__ import annotations
