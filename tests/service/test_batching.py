@@ -370,7 +370,8 @@ async def test_a_full_queue_refuses_a_whole_request_with_a_retry_after():
     await batcher.close()
 
 
-async def test_a_model_error_fails_its_batch_and_the_scheduler_goes_on():
+def failing_once():
+    """A model whose first call raises RuntimeError("boom") and whose later calls answer zeros."""
     calls = []
 
     def flaky(sequences):
@@ -379,7 +380,11 @@ async def test_a_model_error_fails_its_batch_and_the_scheduler_goes_on():
             raise RuntimeError("boom")
         return np.zeros((len(sequences), 2), dtype=np.float32)
 
-    batcher = make(flaky, ServiceMetrics(CollectorRegistry()))
+    return flaky
+
+
+async def test_a_model_error_fails_its_batch_and_the_scheduler_goes_on():
+    batcher = make(failing_once(), ServiceMetrics(CollectorRegistry()))
     with pytest.raises(RuntimeError, match="boom"):
         await asyncio.gather(*batcher.submit([text(3)], deadline()))
     (ok,) = await asyncio.gather(*batcher.submit([text(3)], deadline()))
@@ -483,15 +488,7 @@ async def test_run_here_leaves_work_estimated_to_take_long_to_the_model_threads(
 
 
 async def test_a_model_error_in_run_here_fails_its_batch_and_the_batcher_goes_on():
-    calls = []
-
-    def flaky(sequences):
-        calls.append(len(sequences))
-        if len(calls) == 1:
-            raise RuntimeError("boom")
-        return np.zeros((len(sequences), 2), dtype=np.float32)
-
-    batcher = make(flaky, ServiceMetrics(CollectorRegistry()))
+    batcher = make(failing_once(), ServiceMetrics(CollectorRegistry()))
     futures = batcher.submit([text(3)], deadline())
     batcher.run_here(asyncio.get_running_loop().time())
     with pytest.raises(RuntimeError, match="boom"):
