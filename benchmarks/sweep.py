@@ -6,11 +6,11 @@ Each round starts the service once per value (its defaults otherwise, as `make b
 measures every concurrency with wrk (with several texts per request, only the client counts whose texts
 in flight stay within half the queue, as in `make bench`); rounds repeat the values, so that a host that
 gets busier or quieter during the run moves every value alike, each round in the order opposite to the
-round before (the value measured second in a round had measured faster at one client, whatever it was). Besides throughput and latency
-it reads the service's own /metrics around each point: mean texts per model call and mean padding ratio
-over the point and its warm-up, which is what batch settings change; and the share of answers that were
-not 2xx (what a refusing setting costs). Writes `sweep-<NAME>.json` and `.md` under
-benchmarks/results/sweeps/.
+round before (the value measured second in a round had measured faster at one client, whatever it was).
+Besides throughput and latency it reads the service's own /metrics around each point: mean texts per
+model call and mean padding ratio over the point and its warm-up, which is what batch settings change;
+and the share of answers that were not 2xx (what a refusing setting costs). Writes `sweep-<NAME>.json`
+and `.md` under benchmarks/results/sweeps/.
 """
 
 from __future__ import annotations
